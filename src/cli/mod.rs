@@ -1,1 +1,1 @@
-//! placeholder
+//! The binary's commands.

@@ -1,0 +1,220 @@
+//! The robot's store: the durable queue (apalis on SQLite or Redis) and the little state the
+//! CRM cannot hold (handled events, presence, dead letters). One URL picks the backend;
+//! both behave the same, and one contract test suite runs against each.
+
+mod redis;
+mod sqlite;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::event::Event;
+use crate::domain::presence::Presence;
+
+pub use self::redis::RedisStore;
+pub use self::sqlite::SqliteStore;
+
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An SQLite file (created when missing).
+    Sqlite(PathBuf),
+    /// A Redis server URL.
+    Redis(String),
+}
+
+/// How the store behaves, from the config.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Prefix of every key and queue name, so that robots can share one Redis.
+    pub namespace: String,
+    /// How long an event's dedup key is remembered.
+    pub dedup_window: Duration,
+    /// How often workers say they are alive; a worker silent for three beats is dead and
+    /// its jobs go back to the queue.
+    pub heartbeat: Duration,
+}
+
+/// The store could not do what was asked. Intake answers 503 to these: the sender retries.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] sqlx::Error),
+    /// Redis failed.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// The queue refused the job.
+    #[error("queue: {0}")]
+    Queue(String),
+    /// Stored data did not decode.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// What enqueueing did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// The job is in the queue, committed.
+    New,
+    /// A job with the same key was enqueued within the dedup window: nothing was added.
+    Duplicate,
+}
+
+/// One job for the queue, already serialised.
+#[derive(Debug, Clone)]
+pub struct QueueItem<'a> {
+    /// The queue (one per job type).
+    pub queue: &'a str,
+    /// The job as JSON.
+    pub payload: Vec<u8>,
+    /// The dedup key: a second item with the same key within the window is dropped.
+    pub key: &'a str,
+    /// Run no sooner than this from now.
+    pub run_after: Option<Duration>,
+}
+
+/// An event the worker has handled, as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// When it was handled.
+    pub handled_at: DateTime<Utc>,
+    /// The event.
+    pub event: Event,
+}
+
+/// A job that failed every attempt, kept for a person to look at and re-queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Its id on the dead-letter list.
+    pub id: String,
+    /// The queue it came from.
+    pub queue: String,
+    /// The job as JSON.
+    pub payload: String,
+    /// The last error.
+    pub error: String,
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// When it was given up.
+    pub failed_at: DateTime<Utc>,
+}
+
+/// The store, on one of its backends.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// Embedded SQLite.
+    Sqlite(SqliteStore),
+    /// Redis, for several processes.
+    Redis(RedisStore),
+}
+
+macro_rules! each {
+    ($self:ident, $s:ident => $body:expr) => {
+        match $self {
+            Store::Sqlite($s) => $body,
+            Store::Redis($s) => $body,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the store (creating the SQLite file and tables, or connecting to Redis).
+    pub async fn open(location: &Location, settings: StoreSettings) -> Result<Store, StoreError> {
+        Ok(match location {
+            Location::Sqlite(path) => Store::Sqlite(SqliteStore::open(path, settings).await?),
+            Location::Redis(url) => Store::Redis(RedisStore::open(url, settings).await?),
+        })
+    }
+
+    /// The backend's name, for logs.
+    pub fn backend(&self) -> &'static str {
+        each!(self, _s => match self { Store::Sqlite(_) => "sqlite", Store::Redis(_) => "redis" })
+    }
+
+    /// The settings it was opened with.
+    pub fn settings(&self) -> &StoreSettings {
+        each!(self, s => s.settings())
+    }
+
+    /// The full name of a queue, with the namespace.
+    pub fn queue_name(&self, job: &str) -> String {
+        format!("{}:{job}", self.settings().namespace)
+    }
+
+    /// Checks that the store answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        each!(self, s => s.ping().await)
+    }
+
+    /// Adds a job to a queue, durably, unless its key was seen within the dedup window.
+    /// Returns only once the job is committed.
+    pub async fn enqueue(&self, item: QueueItem<'_>) -> Result<Enqueued, StoreError> {
+        each!(self, s => s.enqueue(item).await)
+    }
+
+    /// Jobs waiting in a queue (due now or scheduled).
+    pub async fn queue_depth(&self, queue: &str) -> Result<u64, StoreError> {
+        each!(self, s => s.queue_depth(queue).await)
+    }
+
+    /// Records that an event was handled. Returns false when it already was (a redelivery).
+    pub async fn record_handled(
+        &self,
+        event: &Event,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        each!(self, s => s.record_handled(event, at).await)
+    }
+
+    /// The latest handled events, newest first.
+    pub async fn journal(&self, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
+        each!(self, s => s.journal(limit).await)
+    }
+
+    /// How many events were handled in all.
+    pub async fn journal_len(&self) -> Result<u64, StoreError> {
+        each!(self, s => s.journal_len().await)
+    }
+
+    /// Stores a presence report unless a newer one is already there. Returns whether it
+    /// was stored.
+    pub async fn set_presence(&self, presence: &Presence) -> Result<bool, StoreError> {
+        each!(self, s => s.set_presence(presence).await)
+    }
+
+    /// The latest presence report of a manager.
+    pub async fn presence(&self, manager_id: &str) -> Result<Option<Presence>, StoreError> {
+        each!(self, s => s.presence(manager_id).await)
+    }
+
+    /// Puts a job on the dead-letter list; returns its id there.
+    pub async fn add_dead(
+        &self,
+        queue: &str,
+        payload: &str,
+        error: &str,
+        attempts: u32,
+        at: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
+        each!(self, s => s.add_dead(queue, payload, error, attempts, at).await)
+    }
+
+    /// The dead-letter list, oldest first.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        each!(self, s => s.dead_letters().await)
+    }
+
+    /// Removes a dead letter and returns it (to be re-queued).
+    pub async fn take_dead(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        each!(self, s => s.take_dead(id).await)
+    }
+
+    /// Forgets what is older than the dedup window. Returns how many records went.
+    pub async fn sweep(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        each!(self, s => s.sweep(now).await)
+    }
+}

@@ -1,0 +1,260 @@
+//! The store on Redis: apalis-redis for the queue, a few hashes beside it for the state.
+//! Several robot processes can share it.
+
+use std::time::Duration;
+
+use apalis::prelude::TaskBuilder;
+use apalis_redis::Config as QueueConfig;
+use chrono::{DateTime, Utc};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+
+use super::{DeadLetter, Enqueued, JournalEntry, QueueItem, StoreError, StoreSettings};
+use crate::domain::event::Event;
+use crate::domain::presence::Presence;
+
+/// The Redis backend.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    settings: StoreSettings,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("namespace", &self.settings.namespace)
+            .finish()
+    }
+}
+
+const RECORD_HANDLED: &str = r"
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+  return 1
+end
+return 0";
+
+const SET_PRESENCE: &str = r"
+local current = redis.call('HGET', KEYS[2], ARGV[1])
+if current and tonumber(current) > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1";
+
+const TAKE: &str = r"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return v";
+
+const SWEEP: &str = r"
+local keys = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+for _, k in ipairs(keys) do redis.call('HDEL', KEYS[1], k) end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+return #keys";
+
+impl RedisStore {
+    /// Connects. Timeouts are generous: redis-rs answers an error after 500 ms by default,
+    /// which under load would stop apalis's workers for good.
+    pub async fn open(url: &str, settings: StoreSettings) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(3)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(RedisStore { conn, settings })
+    }
+
+    pub(super) fn settings(&self) -> &StoreSettings {
+        &self.settings
+    }
+
+    /// A connection for the queue's workers.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// apalis's settings for a queue of this store; the idempotency TTL is the dedup window.
+    pub fn queue_config(&self, queue: &str) -> QueueConfig {
+        QueueConfig::default()
+            .queue(queue)
+            .heartbeat_interval(self.settings.heartbeat)
+            .missed_heartbeats(3)
+            .idempotency_ttl(Some(self.settings.dedup_window))
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.settings.namespace)
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    pub(super) async fn enqueue(&self, item: QueueItem<'_>) -> Result<Enqueued, StoreError> {
+        // apalis-redis claims the key and adds the job in one Lua script: atomic.
+        let mut builder = TaskBuilder::new(item.payload).idempotency_key(item.key);
+        if let Some(delay) = item.run_after {
+            builder = builder.run_after(delay);
+        }
+        let mut conn = self.conn.clone();
+        let (now, later) = apalis_redis::queries::push_tasks(
+            &mut conn,
+            &self.queue_config(item.queue),
+            &[builder.build()],
+        )
+        .await
+        .map_err(|e| match e {
+            apalis_redis::Error::Database(r) => StoreError::Redis(r),
+            other => StoreError::Queue(other.to_string()),
+        })?;
+        Ok(if now + later == 0 {
+            Enqueued::Duplicate
+        } else {
+            Enqueued::New
+        })
+    }
+
+    pub(super) async fn queue_depth(&self, queue: &str) -> Result<u64, StoreError> {
+        let config = self.queue_config(queue);
+        let mut conn = self.conn.clone();
+        let (active, scheduled): (u64, u64) = redis::pipe()
+            .llen(config.active_jobs_list())
+            .zcard(config.scheduled_jobs_set())
+            .query_async(&mut conn)
+            .await?;
+        Ok(active + scheduled)
+    }
+
+    pub(super) async fn record_handled(
+        &self,
+        event: &Event,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let set: i32 = Script::new(RECORD_HANDLED)
+            .key(self.key("journal"))
+            .key(self.key("journal:by_time"))
+            .arg(&event.dedup_key)
+            .arg(serde_json::to_string(&JournalEntry {
+                handled_at: at,
+                event: event.clone(),
+            })?)
+            .arg(at.timestamp())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(set == 1)
+    }
+
+    pub(super) async fn journal(&self, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
+        let mut conn = self.conn.clone();
+        let keys: Vec<String> = conn
+            .zrevrange(self.key("journal:by_time"), 0, limit as isize - 1)
+            .await?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.key("journal"))
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await?;
+        values
+            .into_iter()
+            .flatten()
+            .map(|v| Ok(serde_json::from_str(&v)?))
+            .collect()
+    }
+
+    pub(super) async fn journal_len(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.hlen(self.key("journal")).await?)
+    }
+
+    pub(super) async fn set_presence(&self, p: &Presence) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let set: i32 = Script::new(SET_PRESENCE)
+            .key(self.key("presence"))
+            .key(self.key("presence:at"))
+            .arg(&p.manager_id)
+            .arg(p.at.timestamp_millis())
+            .arg(serde_json::to_string(p)?)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(set == 1)
+    }
+
+    pub(super) async fn presence(&self, manager_id: &str) -> Result<Option<Presence>, StoreError> {
+        let mut conn = self.conn.clone();
+        let v: Option<String> = conn.hget(self.key("presence"), manager_id).await?;
+        Ok(match v {
+            Some(v) => Some(serde_json::from_str(&v)?),
+            None => None,
+        })
+    }
+
+    pub(super) async fn add_dead(
+        &self,
+        queue: &str,
+        payload: &str,
+        error: &str,
+        attempts: u32,
+        at: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
+        let mut conn = self.conn.clone();
+        let id: u64 = conn.incr(self.key("dead:seq"), 1).await?;
+        let letter = DeadLetter {
+            id: id.to_string(),
+            queue: queue.to_owned(),
+            payload: payload.to_owned(),
+            error: error.to_owned(),
+            attempts,
+            failed_at: at,
+        };
+        let _: () = conn
+            .hset(self.key("dead"), id, serde_json::to_string(&letter)?)
+            .await?;
+        Ok(letter.id)
+    }
+
+    pub(super) async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut conn = self.conn.clone();
+        let all: Vec<String> = conn.hvals(self.key("dead")).await?;
+        let mut letters = all
+            .iter()
+            .map(|v| serde_json::from_str(v))
+            .collect::<Result<Vec<DeadLetter>, _>>()?;
+        letters.sort_by_key(|l| l.id.parse::<u64>().unwrap_or(0));
+        Ok(letters)
+    }
+
+    pub(super) async fn take_dead(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        let mut conn = self.conn.clone();
+        let v: Option<String> = Script::new(TAKE)
+            .key(self.key("dead"))
+            .arg(id)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match v {
+            Some(v) => Some(serde_json::from_str(&v)?),
+            None => None,
+        })
+    }
+
+    pub(super) async fn sweep(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        // Dedup keys of the queue expire by themselves (their TTL is the window).
+        let before = now.timestamp() - self.settings.dedup_window.as_secs() as i64;
+        let mut conn = self.conn.clone();
+        let n: u64 = Script::new(SWEEP)
+            .key(self.key("journal"))
+            .key(self.key("journal:by_time"))
+            .arg(before)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,256 @@
+//! The store on an embedded SQLite file: apalis-sqlite's tables for the queue, ours beside
+//! them for the state. WAL mode: a commit survives a crash of the process.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use apalis::prelude::TaskBuilder;
+use apalis_sqlite::{Config as QueueConfig, SqliteStorage};
+use chrono::{DateTime, Utc};
+use futures::SinkExt;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::{DeadLetter, Enqueued, JournalEntry, QueueItem, StoreError, StoreSettings};
+use crate::domain::event::Event;
+use crate::domain::presence::Presence;
+
+/// The SQLite backend.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    settings: StoreSettings,
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS robot_journal (
+        dedup_key TEXT PRIMARY KEY,
+        handled_at INTEGER NOT NULL,
+        event TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS robot_journal_time ON robot_journal(handled_at)",
+    "CREATE TABLE IF NOT EXISTS robot_presence (
+        manager_id TEXT PRIMARY KEY,
+        at_unix_ms INTEGER NOT NULL,
+        presence TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS robot_dead_letters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        error TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        failed_at INTEGER NOT NULL)",
+];
+
+fn ts(at: DateTime<Utc>) -> i64 {
+    at.timestamp()
+}
+
+fn from_ts(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs, 0).unwrap_or_default()
+}
+
+impl SqliteStore {
+    /// Opens (and creates) the file, the queue's tables and ours.
+    pub async fn open(path: &Path, settings: StoreSettings) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Sqlite(sqlx::Error::Io(e)))?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode NORMAL loses nothing when the process dies; only a power cut can
+            // take the last commits, which the sender then retries.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        SqliteStorage::setup(&pool)
+            .await
+            .map_err(|e| StoreError::Queue(e.to_string()))?;
+        for stmt in SCHEMA {
+            sqlx::query(*stmt).execute(&pool).await?;
+        }
+        Ok(SqliteStore { pool, settings })
+    }
+
+    pub(super) fn settings(&self) -> &StoreSettings {
+        &self.settings
+    }
+
+    /// The connection pool, shared with the queue's workers.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// apalis's settings for a queue of this store.
+    pub fn queue_config(&self, queue: &str) -> QueueConfig {
+        QueueConfig::default()
+            .queue(queue)
+            .heartbeat_interval(self.settings.heartbeat)
+            .missed_heartbeats(3)
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(super) async fn enqueue(&self, item: QueueItem<'_>) -> Result<Enqueued, StoreError> {
+        // The key lives on the job row itself (a unique index of apalis-sqlite), so the
+        // dedup record and the job commit together. The look-up before is only to report
+        // the outcome: a race between two copies still enqueues one.
+        let seen = sqlx::query("SELECT 1 FROM Jobs WHERE job_type = ?1 AND idempotency_key = ?2")
+            .bind(item.queue)
+            .bind(item.key)
+            .fetch_optional(&self.pool)
+            .await?;
+        if seen.is_some() {
+            return Ok(Enqueued::Duplicate);
+        }
+        let mut builder = TaskBuilder::new(item.payload).idempotency_key(item.key);
+        if let Some(delay) = item.run_after {
+            builder = builder.run_after(delay);
+        }
+        let mut storage =
+            SqliteStorage::<()>::new(&self.pool).with_config(self.queue_config(item.queue));
+        storage
+            .send(builder.build())
+            .await
+            .map_err(|e| StoreError::Queue(e.to_string()))?;
+        Ok(Enqueued::New)
+    }
+
+    pub(super) async fn queue_depth(&self, queue: &str) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM Jobs WHERE job_type = ?1
+               AND (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))",
+        )
+        .bind(queue)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get::<i64, _>(0) as u64)
+    }
+
+    pub(super) async fn record_handled(
+        &self,
+        event: &Event,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query("INSERT INTO robot_journal (dedup_key, handled_at, event) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
+            .bind(&event.dedup_key)
+            .bind(ts(at))
+            .bind(serde_json::to_string(event)?)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    pub(super) async fn journal(&self, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
+        let rows = sqlx::query("SELECT handled_at, event FROM robot_journal ORDER BY handled_at DESC, rowid DESC LIMIT ?1")
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(JournalEntry {
+                    handled_at: from_ts(r.get(0)),
+                    event: serde_json::from_str(r.get::<&str, _>(1))?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn journal_len(&self) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM robot_journal")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get::<i64, _>(0) as u64)
+    }
+
+    pub(super) async fn set_presence(&self, p: &Presence) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO robot_presence (manager_id, at_unix_ms, presence) VALUES (?1, ?2, ?3)
+             ON CONFLICT(manager_id) DO UPDATE SET at_unix_ms = excluded.at_unix_ms, presence = excluded.presence
+             WHERE excluded.at_unix_ms >= robot_presence.at_unix_ms",
+        )
+        .bind(&p.manager_id)
+        .bind(p.at.timestamp_millis())
+        .bind(serde_json::to_string(p)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    pub(super) async fn presence(&self, manager_id: &str) -> Result<Option<Presence>, StoreError> {
+        let row = sqlx::query("SELECT presence FROM robot_presence WHERE manager_id = ?1")
+            .bind(manager_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(serde_json::from_str(r.get::<&str, _>(0))?),
+            None => None,
+        })
+    }
+
+    pub(super) async fn add_dead(
+        &self,
+        queue: &str,
+        payload: &str,
+        error: &str,
+        attempts: u32,
+        at: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
+        let res = sqlx::query("INSERT INTO robot_dead_letters (queue, payload, error, attempts, failed_at) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .bind(queue)
+            .bind(payload)
+            .bind(error)
+            .bind(attempts as i64)
+            .bind(ts(at))
+            .execute(&self.pool)
+            .await?;
+        Ok(res.last_insert_rowid().to_string())
+    }
+
+    pub(super) async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query("SELECT id, queue, payload, error, attempts, failed_at FROM robot_dead_letters ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(dead_letter).collect())
+    }
+
+    pub(super) async fn take_dead(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        let row = sqlx::query("DELETE FROM robot_dead_letters WHERE id = ?1 RETURNING id, queue, payload, error, attempts, failed_at")
+            .bind(id.parse::<i64>().unwrap_or(-1))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(dead_letter))
+    }
+
+    pub(super) async fn sweep(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let before = ts(now) - self.settings.dedup_window.as_secs() as i64;
+        let jobs =
+            sqlx::query("DELETE FROM Jobs WHERE status IN ('Done', 'Killed') AND done_at < ?1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?;
+        let journal = sqlx::query("DELETE FROM robot_journal WHERE handled_at < ?1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(jobs.rows_affected() + journal.rows_affected())
+    }
+}
+
+fn dead_letter(r: &sqlx::sqlite::SqliteRow) -> DeadLetter {
+    DeadLetter {
+        id: r.get::<i64, _>(0).to_string(),
+        queue: r.get(1),
+        payload: r.get(2),
+        error: r.get(3),
+        attempts: r.get::<i64, _>(4) as u32,
+        failed_at: from_ts(r.get(5)),
+    }
+}

@@ -1,0 +1,3 @@
+//! Wazzup (WhatsApp and other messengers): its webhooks now; sending in a later step.
+
+pub mod webhook;

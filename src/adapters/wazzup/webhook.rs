@@ -1,0 +1,188 @@
+//! Wazzup webhooks (API v3): JSON with `messages[]` and/or `statuses[]`, and a
+//! `{"test": true}` check. A message from a client (not our own echo) is a reply that stops
+//! follow-up chains. Formats: see `fixtures/README.md`.
+
+use serde::Deserialize;
+
+use crate::adapters::webhook::{Caller, Parsed, WebhookError};
+use crate::domain::event::{Event, EventKind, Source, dedup_key};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Body {
+    #[serde(default)]
+    test: bool,
+    #[serde(default)]
+    messages: Vec<Message>,
+    #[serde(default)]
+    statuses: Vec<Status>,
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Message {
+    message_id: String,
+    channel_id: String,
+    chat_type: String,
+    chat_id: String,
+    #[serde(default)]
+    is_echo: bool,
+    #[serde(default)]
+    date_time: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Status {
+    message_id: String,
+    status: String,
+    #[serde(default)]
+    timestamp: Option<String>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+fn unix(rfc3339: Option<&str>) -> Option<i64> {
+    rfc3339
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp())
+}
+
+/// Parses one Wazzup webhook body. Messages from channels not in `channels` (when it is not
+/// empty) are ignored.
+pub fn parse(body: &[u8], channels: &[String]) -> Result<Parsed, WebhookError> {
+    let body: Body = serde_json::from_slice(body)?;
+    let mut parsed = Parsed {
+        is_check: body.test,
+        ..Parsed::default()
+    };
+    for m in body.messages {
+        if m.is_echo {
+            parsed.ignored.push("messages[isEcho]".to_owned());
+            continue;
+        }
+        if !channels.is_empty() && !channels.contains(&m.channel_id) {
+            parsed.ignored.push("messages[other channel]".to_owned());
+            continue;
+        }
+        let phone = (m.chat_type == "whatsapp" && m.chat_id.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| m.chat_id.clone());
+        parsed.caller = Caller {
+            account: Some(m.channel_id.clone()),
+            ..Caller::default()
+        };
+        parsed.events.push(Event {
+            source: Source::Wazzup,
+            account: m.channel_id.clone(),
+            dedup_key: dedup_key(
+                Source::Wazzup,
+                &m.channel_id,
+                "client_replied",
+                &m.chat_id,
+                &m.message_id,
+            ),
+            entity_id: m.chat_id,
+            crm_entity: None,
+            occurred_at: unix(m.date_time.as_deref()),
+            modified_by: None,
+            kind: EventKind::ClientReplied {
+                chat_type: m.chat_type,
+                channel_id: m.channel_id,
+                message_id: m.message_id,
+                phone,
+            },
+        });
+    }
+    for s in body.statuses {
+        let error = s.error.as_ref().map(|e| match e {
+            serde_json::Value::String(code) => code.clone(),
+            other => other
+                .get("error")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+                .unwrap_or_else(|| other.to_string()),
+        });
+        parsed.events.push(Event {
+            source: Source::Wazzup,
+            account: "wazzup".to_owned(),
+            dedup_key: dedup_key(
+                Source::Wazzup,
+                "wazzup",
+                "message_status",
+                &s.message_id,
+                &s.status,
+            ),
+            entity_id: s.message_id,
+            crm_entity: None,
+            occurred_at: unix(s.timestamp.as_deref()),
+            modified_by: None,
+            kind: EventKind::MessageStatus {
+                status: s.status,
+                error,
+            },
+        });
+    }
+    parsed
+        .ignored
+        .extend(body.other.keys().filter(|k| k.as_str() != "test").cloned());
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_message_is_a_reply_and_an_echo_is_not() {
+        let body = br#"{"messages":[
+            {"messageId":"m1","channelId":"c1","chatType":"whatsapp","chatId":"79161234567","isEcho":false,"dateTime":"2026-11-23T09:00:00.000Z","type":"text","text":"ok"},
+            {"messageId":"m2","channelId":"c1","chatType":"whatsapp","chatId":"79161234567","isEcho":true,"type":"text","text":"hello"}
+        ]}"#;
+        let p = parse(body, &[]).unwrap();
+        assert_eq!(p.events.len(), 1);
+        let e = &p.events[0];
+        assert_eq!(e.kind.name(), "client_replied");
+        assert_eq!(e.entity_id, "79161234567");
+        assert_eq!(e.dedup_key, "wazzup:c1:client_replied:79161234567:m1");
+        assert_eq!(e.occurred_at, Some(1_795_424_400));
+    }
+
+    #[test]
+    fn the_test_check_is_recognised() {
+        let p = parse(br#"{"test": true}"#, &[]).unwrap();
+        assert!(p.is_check);
+        assert!(p.events.is_empty());
+    }
+
+    #[test]
+    fn statuses_carry_their_error() {
+        let body = br#"{"statuses":[{"messageId":"m1","timestamp":"2026-11-23T09:00:00Z","status":"error","error":{"error":"24_HOURS_EXCEEDED","description":"late"}}]}"#;
+        let p = parse(body, &[]).unwrap();
+        assert_eq!(
+            p.events[0].kind,
+            EventKind::MessageStatus {
+                status: "error".into(),
+                error: Some("24_HOURS_EXCEEDED".into())
+            }
+        );
+    }
+
+    #[test]
+    fn a_message_without_its_chat_is_refused() {
+        let err = parse(
+            br#"{"messages":[{"messageId":"m1","channelId":"c1","chatType":"whatsapp"}]}"#,
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("chatId"), "{err}");
+    }
+
+    #[test]
+    fn other_channels_are_ignored_when_channels_are_configured() {
+        let body = br#"{"messages":[{"messageId":"m1","channelId":"c9","chatType":"whatsapp","chatId":"7916"}]}"#;
+        let p = parse(body, &["c1".to_owned()]).unwrap();
+        assert!(p.events.is_empty());
+    }
+}

@@ -1,0 +1,79 @@
+//! The workers that take `HandleEvent` jobs off the queue, under an apalis `Monitor` that
+//! restarts a worker whose backend failed, and stops them gracefully.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::*;
+use apalis_redis::RedisStorage;
+use apalis_sqlite::SqliteStorage;
+
+use crate::adapters::store::Store;
+use crate::service::jobs::{HandleEvent, Jobs};
+
+async fn handle_event(job: HandleEvent, jobs: Data<Arc<Jobs>>) -> Result<(), BoxDynError> {
+    jobs.run(job).await.map_err(|e| Box::new(e) as BoxDynError)
+}
+
+/// A worker name unique to this process start: apalis-redis refuses a worker whose name was
+/// seen alive recently, which a restart under a fixed name would hit.
+pub fn unique_name(prefix: &str) -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".to_owned());
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    format!("{prefix}-{host}-{}-{started}", std::process::id())
+}
+
+/// Runs the workers until `shutdown` resolves, then lets in-flight jobs finish for at most
+/// `grace`. Errors when the workers gave up (their backend kept failing).
+pub async fn run(
+    jobs: Arc<Jobs>,
+    concurrency: usize,
+    grace: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), MonitorError> {
+    let name = unique_name("sales-robot");
+    let queue = jobs.queue().to_owned();
+    let signal = async move {
+        shutdown.await;
+        Ok(())
+    };
+    let monitor = Monitor::new()
+        .shutdown_timeout(grace)
+        .should_restart(|ctx, err| {
+            tracing::error!(worker = ctx.name(), error = %err, "worker stopped; restarting");
+            true
+        });
+    match jobs.store().clone() {
+        Store::Sqlite(s) => {
+            let backend =
+                SqliteStorage::<HandleEvent>::new(s.pool()).with_config(s.queue_config(&queue));
+            monitor
+                .register(move |_| {
+                    WorkerBuilder::new(name.clone())
+                        .backend(backend.clone())
+                        .concurrency(concurrency)
+                        .data(jobs.clone())
+                        .build(handle_event)
+                })
+                .run_with_signal(signal)
+                .await
+        }
+        Store::Redis(r) => {
+            let backend = RedisStorage::<HandleEvent>::new(r.connection())
+                .with_config(r.queue_config(&queue));
+            monitor
+                .register(move |_| {
+                    WorkerBuilder::new(name.clone())
+                        .backend(backend.clone())
+                        .concurrency(concurrency)
+                        .data(jobs.clone())
+                        .build(handle_event)
+                })
+                .run_with_signal(signal)
+                .await
+        }
+    }
+}
