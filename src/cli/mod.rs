@@ -1,1 +1,66 @@
-//! The binary's commands.
+//! The binary's commands, each a thin call into the layers. This is the binary's edge:
+//! errors are `anyhow` here and nowhere below.
+
+pub mod bench;
+pub mod context;
+pub mod dead;
+pub mod replay;
+pub mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// The robot of a sales department on amoCRM or Bitrix24.
+#[derive(Debug, Parser)]
+#[command(name = "sales-robot", version, about)]
+pub struct Cli {
+    /// The folder of rule files.
+    #[arg(
+        long,
+        global = true,
+        env = "ROBOT_CONFIG_DIR",
+        default_value = "config"
+    )]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Take webhooks and handle them: the HTTP intake and a worker in one process.
+    Serve,
+    /// Only handle queued jobs (a worker without HTTP), to scale out on Redis.
+    Work,
+    /// Post webhook bodies from files to a running robot, or print what they parse into.
+    Replay(replay::ReplayArgs),
+    /// Check the rule files: "ok", or every problem with its file, line and reason.
+    CheckConfig,
+    /// Jobs that failed every attempt.
+    Dead {
+        /// `list` or `retry`.
+        #[command(subcommand)]
+        action: dead::DeadAction,
+    },
+    /// Measure the robot's speed.
+    Bench {
+        /// What to measure.
+        #[command(subcommand)]
+        what: bench::BenchWhat,
+    },
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve => serve::serve(&cli.config, true).await,
+        Command::Work => serve::serve(&cli.config, false).await,
+        Command::Replay(args) => replay::run(&cli.config, args).await,
+        Command::CheckConfig => context::check_config(&cli.config),
+        Command::Dead { action } => dead::run(&cli.config, action).await,
+        Command::Bench { what } => bench::run(what).await,
+    }
+}

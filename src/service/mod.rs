@@ -1,6 +1,10 @@
 //! The thin shell: HTTP intake, the job handlers and workers, start and stop.
 
+pub mod app;
+pub mod health;
+pub mod intake;
 pub mod jobs;
 pub mod metrics;
 pub mod secrets;
+pub mod settings;
 pub mod worker;

@@ -11,6 +11,10 @@ use apalis_sqlite::SqliteStorage;
 use crate::adapters::store::Store;
 use crate::service::jobs::{HandleEvent, Jobs};
 
+/// How often an idle worker looks for new jobs: without it apalis only looks again at the
+/// next heartbeat, and a webhook would wait seconds for its worker.
+const POLL: Duration = Duration::from_millis(100);
+
 async fn handle_event(job: HandleEvent, jobs: Data<Arc<Jobs>>) -> Result<(), BoxDynError> {
     jobs.run(job).await.map_err(|e| Box::new(e) as BoxDynError)
 }
@@ -48,8 +52,9 @@ pub async fn run(
         });
     match jobs.store().clone() {
         Store::Sqlite(s) => {
-            let backend =
-                SqliteStorage::<HandleEvent>::new(s.pool()).with_config(s.queue_config(&queue));
+            let backend = SqliteStorage::<HandleEvent>::new(s.pool())
+                .with_config(s.queue_config(&queue))
+                .poll_with_interval(POLL);
             monitor
                 .register(move |_| {
                     WorkerBuilder::new(name.clone())

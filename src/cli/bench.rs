@@ -1,0 +1,282 @@
+//! `sales-robot bench intake`: the intake's throughput and latency on each backend, beside a
+//! trivial 200-OK route of the same server under the same load, so that the figures say how
+//! much the intake itself costs on this machine.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+use crate::adapters::store::{Location, Store, StoreSettings};
+use crate::domain::retry::RetryPolicy;
+use crate::service::app::Application;
+use crate::service::jobs::Journal;
+use crate::service::settings::{AmocrmAccount, Settings};
+
+/// What to measure.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchWhat {
+    /// Webhooks per second and latency of the intake, against a trivial route.
+    Intake(IntakeArgs),
+}
+
+/// Which backends to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backends {
+    /// SQLite and Redis.
+    Both,
+    /// SQLite only.
+    Sqlite,
+    /// Redis only.
+    Redis,
+}
+
+/// Arguments of `bench intake`.
+#[derive(Debug, clap::Args)]
+pub struct IntakeArgs {
+    /// Webhooks per run.
+    #[arg(long, default_value_t = 20_000)]
+    pub requests: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Backends to measure.
+    #[arg(long, value_enum, default_value_t = Backends::Both)]
+    pub backend: Backends,
+    /// The Redis to use.
+    #[arg(
+        long,
+        env = "ROBOT_BENCH_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+}
+
+/// Runs a benchmark.
+pub async fn run(what: BenchWhat) -> anyhow::Result<()> {
+    match what {
+        BenchWhat::Intake(args) => intake(args).await,
+    }
+}
+
+/// Figures of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Figures {
+    /// Requests per second.
+    pub rate: f64,
+    /// Median latency.
+    pub p50: Duration,
+    /// 99th percentile latency.
+    pub p99: Duration,
+    /// Answers that were not 2xx.
+    pub failures: usize,
+}
+
+/// A realistic amoCRM status-change body for lead `id`.
+pub fn status_body(id: usize) -> Vec<u8> {
+    format!(
+        "account%5Bsubdomain%5D=robotdemo&account%5Bid%5D=29876543\
+         &leads%5Bstatus%5D%5B0%5D%5Bid%5D={lead}&leads%5Bstatus%5D%5B0%5D%5Bname%5D=%D0%97%D0%B0%D1%8F%D0%B2%D0%BA%D0%B0+{id}\
+         &leads%5Bstatus%5D%5B0%5D%5Bstatus_id%5D=61234568&leads%5Bstatus%5D%5B0%5D%5Bold_status_id%5D=61234567\
+         &leads%5Bstatus%5D%5B0%5D%5Bprice%5D=150000&leads%5Bstatus%5D%5B0%5D%5Bresponsible_user_id%5D=8123456\
+         &leads%5Bstatus%5D%5B0%5D%5Blast_modified%5D=1763900000&leads%5Bstatus%5D%5B0%5D%5Bmodified_user_id%5D=8123456\
+         &leads%5Bstatus%5D%5B0%5D%5Bpipeline_id%5D=7654321&leads%5Bstatus%5D%5B0%5D%5Baccount_id%5D=29876543\
+         &leads%5Bstatus%5D%5B0%5D%5Bcustom_fields%5D%5B0%5D%5Bid%5D=512345&leads%5Bstatus%5D%5B0%5D%5Bcustom_fields%5D%5B0%5D%5Bname%5D=%D0%9A%D0%B0%D1%82%D0%B5%D0%B3%D0%BE%D1%80%D0%B8%D1%8F\
+         &leads%5Bstatus%5D%5B0%5D%5Bcustom_fields%5D%5B0%5D%5Bvalues%5D%5B0%5D%5Bvalue%5D=%D0%AD%D0%BB%D0%B5%D0%BA%D1%82%D1%80%D0%BE%D0%B4%D1%8B\
+         &leads%5Bstatus%5D%5B0%5D%5Bcreated_at%5D=1763890000&leads%5Bstatus%5D%5B0%5D%5Bupdated_at%5D=1763900000",
+        lead = 40_000_000 + id
+    )
+    .into_bytes()
+}
+
+/// Fires `bodies` at `url` (or GETs it when `bodies` is `None`) with `concurrency` in flight.
+pub async fn fire(
+    url: &str,
+    requests: usize,
+    concurrency: usize,
+    bodies: Option<Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync>>,
+) -> Figures {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .expect("a client");
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, url, bodies) =
+            (client.clone(), next.clone(), url.to_owned(), bodies.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failures = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    break;
+                }
+                let t = Instant::now();
+                let request = match &bodies {
+                    Some(make) => client
+                        .post(&url)
+                        .header(
+                            reqwest::header::CONTENT_TYPE,
+                            "application/x-www-form-urlencoded",
+                        )
+                        .body(make(i)),
+                    None => client.get(&url),
+                };
+                let ok = match request.send().await {
+                    Ok(r) => {
+                        let ok = r.status().is_success();
+                        let _ = r.bytes().await;
+                        ok
+                    }
+                    Err(_) => false,
+                };
+                latencies.push(t.elapsed());
+                if !ok {
+                    failures += 1;
+                }
+            }
+            (latencies, failures)
+        }));
+    }
+    let mut all = Vec::with_capacity(requests);
+    let mut failures = 0;
+    for t in tasks {
+        let (l, f) = t.await.expect("a load task");
+        all.extend(l);
+        failures += f;
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    let pick = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Figures {
+        rate: requests as f64 / elapsed.as_secs_f64(),
+        p50: pick(0.50),
+        p99: pick(0.99),
+        failures,
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        public_url: None,
+        body_limit: 1 << 20,
+        request_timeout: Duration::from_secs(10),
+        hook_secret: SecretString::from("bench-secret"),
+        presence_token: SecretString::from("bench-presence"),
+        amocrm: Some(AmocrmAccount {
+            subdomain: "robotdemo".into(),
+            account_id: Some("29876543".into()),
+        }),
+        bitrix24: None,
+        wazzup_channels: Vec::new(),
+        concurrency: 4,
+        retry: RetryPolicy {
+            max_attempts: 5,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        },
+        shutdown_grace: Duration::from_secs(5),
+        // The intake alone is measured: no worker competes for the store.
+        run_workers: false,
+    }
+}
+
+async fn clear_namespace(url: &str, namespace: &str) -> anyhow::Result<()> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{namespace}:*"))
+        .query_async(&mut conn)
+        .await?;
+    for chunk in keys.chunks(500) {
+        let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
+    }
+    Ok(())
+}
+
+async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
+    if args.requests == 0 || args.concurrency == 0 {
+        bail!("--requests and --concurrency must be at least 1");
+    }
+    let dir = tempfile::tempdir().context("a temporary folder for the SQLite file")?;
+    let mut backends = Vec::new();
+    if args.backend != Backends::Redis {
+        backends.push(("sqlite", Location::Sqlite(dir.path().join("bench.db"))));
+    }
+    if args.backend != Backends::Sqlite {
+        backends.push(("redis", Location::Redis(args.redis_url.clone())));
+    }
+    println!(
+        "intake benchmark: {} amoCRM status webhooks per run, {} in flight, {} cores, load generator in the same process",
+        args.requests,
+        args.concurrency,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!(
+        "{:<8} {:<10} {:>10} {:>10} {:>10} {:>9}",
+        "backend", "route", "req/s", "p50 ms", "p99 ms", "non-2xx"
+    );
+    for (name, location) in backends {
+        let namespace = format!("bench-{}-{}", std::process::id(), name);
+        let store = Store::open(
+            &location,
+            StoreSettings {
+                namespace: namespace.clone(),
+                dedup_window: Duration::from_secs(3600),
+                heartbeat: Duration::from_secs(10),
+            },
+        )
+        .await
+        .with_context(|| format!("cannot open the {name} store"))?;
+        let app = Application::build(settings(), store.clone(), Arc::new(Journal)).await?;
+        let addr = app.local_addr();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(app.run(stop.clone()));
+        let hook = format!("http://{addr}/hooks/amocrm/bench-secret");
+        let trivial = format!("http://{addr}/healthz");
+        // Warm up connections and caches; the warm-up bodies use other lead ids.
+        let warm: Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync> =
+            Arc::new(|i| status_body(10_000_000 + i));
+        fire(&hook, 1000.min(args.requests), args.concurrency, Some(warm)).await;
+        let bodies: Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync> = Arc::new(status_body);
+        let webhooks = fire(&hook, args.requests, args.concurrency, Some(bodies)).await;
+        let plain = fire(&trivial, args.requests, args.concurrency, None).await;
+        let queued = store
+            .queue_depth(&store.queue_name(crate::service::jobs::HANDLE_EVENT))
+            .await?;
+        for (route, f) in [("webhook", webhooks), ("trivial", plain)] {
+            println!(
+                "{name:<8} {route:<10} {:>10.0} {:>10.2} {:>10.2} {:>9}",
+                f.rate,
+                f.p50.as_secs_f64() * 1e3,
+                f.p99.as_secs_f64() * 1e3,
+                f.failures
+            );
+        }
+        println!(
+            "{name:<8} webhook throughput = {:.0} % of the trivial route's; {} jobs queued",
+            100.0 * webhooks.rate / plain.rate,
+            queued
+        );
+        stop.cancel();
+        let _ = server.await;
+        if let Location::Redis(url) = &location {
+            clear_namespace(url, &namespace).await?;
+        }
+    }
+    Ok(())
+}

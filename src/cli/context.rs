@@ -1,0 +1,182 @@
+//! From the config folder and the environment to the running parts: the store, the
+//! settings, the secrets.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use secrecy::SecretString;
+
+use crate::adapters::store::{Location, Store, StoreSettings};
+use crate::config::{self, Env, RobotConfig, Secrets, Severity, StorageBackend};
+use crate::domain::retry::RetryPolicy;
+use crate::service::jobs::{Jobs, Journal};
+use crate::service::secrets::{self, Origin};
+use crate::service::settings::{AmocrmAccount, Bitrix24Portal, Settings};
+
+/// A loaded configuration with the secrets from the environment.
+#[derive(Debug)]
+pub struct Context {
+    /// The service config.
+    pub config: RobotConfig,
+    /// Secrets given in the environment.
+    pub secrets: Secrets,
+}
+
+/// Loads the config folder; a bad config is an error listing every problem.
+pub fn load(dir: &Path) -> anyhow::Result<Context> {
+    let env = Env::from_process();
+    let config = config::load(dir, &env)
+        .map_err(|e| anyhow::anyhow!("the configuration has problems:\n{e}"))?;
+    Ok(Context {
+        config,
+        secrets: Secrets::from_env(&env),
+    })
+}
+
+/// `check-config`: prints "ok" or every problem; fails when there is an error.
+pub fn check_config(dir: &Path) -> anyhow::Result<()> {
+    let problems = config::check(dir, &Env::from_process());
+    for p in &problems {
+        println!("{p}");
+    }
+    let errors = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .count();
+    if errors > 0 {
+        bail!("{errors} problem(s) in {}", dir.display());
+    }
+    println!("ok: {} checked", dir.display());
+    Ok(())
+}
+
+fn span(s: config::Span) -> Duration {
+    // Every span of robot.toml is checked to be calendar time when it is loaded.
+    s.as_std().unwrap_or_default()
+}
+
+impl Context {
+    /// The data folder.
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.server.data_dir.clone()
+    }
+
+    /// The address to listen on.
+    pub fn listen(&self) -> std::net::SocketAddr {
+        self.config.server.listen
+    }
+
+    /// Where the store lives.
+    pub fn location(&self) -> Location {
+        match self.config.storage_backend() {
+            StorageBackend::Sqlite { path } => Location::Sqlite(path),
+            StorageBackend::Redis { url } => Location::Redis(url),
+        }
+    }
+
+    /// The store, for logs (no password).
+    pub fn storage_description(&self) -> String {
+        format!("{:?}", self.config.storage_backend())
+    }
+
+    /// Opens the store.
+    pub async fn open_store(&self) -> anyhow::Result<Store> {
+        let settings = StoreSettings {
+            namespace: self.config.storage.namespace.clone(),
+            dedup_window: span(self.config.storage.dedup_window),
+            heartbeat: Duration::from_secs(10),
+        };
+        Store::open(&self.location(), settings)
+            .await
+            .with_context(|| format!("cannot open the store {}", self.storage_description()))
+    }
+
+    /// The running settings; generates and keeps the hook secret and the presence token
+    /// when the environment gives none. Also says where the hook secret came from.
+    pub fn settings(&self, run_workers: bool) -> anyhow::Result<(Settings, Origin)> {
+        let c = &self.config;
+        let dir = &c.server.data_dir;
+        let (hook_secret, origin) =
+            secrets::load_or_create(dir, "hook_secret", self.secrets.hook_secret.clone())
+                .with_context(|| format!("cannot keep the hook secret in {}", dir.display()))?;
+        let (presence_token, _) =
+            secrets::load_or_create(dir, "presence_token", self.secrets.presence_token.clone())
+                .with_context(|| format!("cannot keep the presence token in {}", dir.display()))?;
+        let settings = Settings {
+            listen: c.server.listen,
+            public_url: c.server.public_url.clone(),
+            body_limit: c.server.body_limit,
+            request_timeout: span(c.server.request_timeout),
+            hook_secret,
+            presence_token,
+            amocrm: c.amocrm.as_ref().map(|a| AmocrmAccount {
+                subdomain: a.subdomain.clone(),
+                account_id: a.account_id.map(|id| id.to_string()),
+            }),
+            bitrix24: c.bitrix24.as_ref().map(|b| Bitrix24Portal {
+                domain: b.domain.clone(),
+                application_token: self.secrets.bitrix24_app_token.clone(),
+            }),
+            wazzup_channels: c.wazzup.channel_ids.clone(),
+            concurrency: c.jobs.concurrency,
+            retry: RetryPolicy {
+                max_attempts: c.jobs.max_attempts,
+                base: span(c.jobs.backoff_base),
+                max: span(c.jobs.backoff_max),
+            },
+            shutdown_grace: span(c.jobs.shutdown_grace),
+            run_workers,
+        };
+        Ok((settings, origin))
+    }
+}
+
+/// The secrets `replay` posts with: from the environment, else those `serve` keeps in the
+/// data folder of this config.
+pub struct ReplaySecrets {
+    /// The hook secret.
+    pub hook: SecretString,
+    /// The presence token.
+    pub presence: SecretString,
+}
+
+/// Finds the secrets for `replay`.
+pub fn secrets_for_replay(dir: &Path) -> anyhow::Result<ReplaySecrets> {
+    let env = Env::from_process();
+    let given = Secrets::from_env(&env);
+    let data_dir = config::load(dir, &env)
+        .map(|c| c.server.data_dir)
+        .unwrap_or_else(|_| PathBuf::from("data"));
+    let read =
+        |name: &str, from_env: Option<SecretString>, var: &str| -> anyhow::Result<SecretString> {
+            if let Some(s) = from_env {
+                return Ok(s);
+            }
+            let path = data_dir.join(name);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "set {var}, or run `serve` once so that it keeps one in {}",
+                    path.display()
+                )
+            })?;
+            Ok(SecretString::from(text.trim().to_owned()))
+        };
+    Ok(ReplaySecrets {
+        hook: read("hook_secret", given.hook_secret, config::HOOK_SECRET_VAR)?,
+        presence: read(
+            "presence_token",
+            given.presence_token,
+            config::PRESENCE_TOKEN_VAR,
+        )?,
+    })
+}
+
+/// The jobs of the configured store, for the commands that manage the queue.
+pub async fn jobs(dir: &Path) -> anyhow::Result<Jobs> {
+    let ctx = load(dir)?;
+    let store = ctx.open_store().await?;
+    let (settings, _) = ctx.settings(false)?;
+    Ok(Jobs::new(store, Arc::new(Journal), settings.retry))
+}

@@ -1,0 +1,94 @@
+//! `sales-robot serve` (HTTP intake and a worker) and `sales-robot work` (a worker only).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::context;
+use crate::service::app::Application;
+use crate::service::jobs::Journal;
+use crate::service::secrets::Origin;
+use crate::service::worker;
+
+/// Cancels `stop` on SIGTERM or Ctrl-C.
+fn stop_on_signal(stop: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("stopping: no new requests; finishing the jobs in flight");
+        stop.cancel();
+    });
+}
+
+/// Runs the robot until SIGTERM; `http` false runs only the worker.
+pub async fn serve(config_dir: &Path, http: bool) -> anyhow::Result<()> {
+    let ctx = context::load(config_dir)?;
+    let store = ctx.open_store().await?;
+    let (settings, hook_origin) = ctx.settings(true)?;
+    let stop = CancellationToken::new();
+    stop_on_signal(stop.clone());
+    if !http {
+        let jobs = Arc::new(crate::service::jobs::Jobs::new(
+            store,
+            Arc::new(Journal),
+            settings.retry,
+        ));
+        println!(
+            "sales-robot worker on {} ({})",
+            ctx.storage_description(),
+            jobs.queue()
+        );
+        let grace = settings.shutdown_grace;
+        worker::run(jobs, settings.concurrency, grace, async move {
+            stop.cancelled().await
+        })
+        .await
+        .context("the worker gave up")?;
+        return Ok(());
+    }
+    let app = Application::build(settings, store, Arc::new(Journal))
+        .await
+        .with_context(|| format!("cannot listen on {}", ctx.listen()))?;
+    println!(
+        "sales-robot listening on http://{} (storage: {})",
+        app.local_addr(),
+        ctx.storage_description()
+    );
+    match hook_origin {
+        Origin::Generated => println!(
+            "hook secret: generated now and kept in {}",
+            ctx.data_dir().join("hook_secret").display()
+        ),
+        Origin::DataDir => println!(
+            "hook secret: from {}",
+            ctx.data_dir().join("hook_secret").display()
+        ),
+        Origin::Environment => println!("hook secret: from ROBOT_HOOK_SECRET"),
+    }
+    println!("Paste these webhook URLs:");
+    for (who, url) in app.webhook_urls() {
+        println!("  {who:<9} {url}");
+    }
+    println!(
+        "  presence token: {}",
+        if std::env::var_os("ROBOT_PRESENCE_TOKEN").is_some() {
+            "from ROBOT_PRESENCE_TOKEN".to_owned()
+        } else {
+            format!("in {}", ctx.data_dir().join("presence_token").display())
+        }
+    );
+    app.run(stop).await?;
+    println!("sales-robot stopped");
+    Ok(())
+}
