@@ -86,7 +86,7 @@ impl Context {
         let settings = StoreSettings {
             namespace: self.config.storage.namespace.clone(),
             dedup_window: span(self.config.storage.dedup_window),
-            heartbeat: Duration::from_secs(10),
+            heartbeat: span(self.config.jobs.heartbeat),
         };
         Store::open(&self.location(), settings)
             .await

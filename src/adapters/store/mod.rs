@@ -17,6 +17,14 @@ use crate::domain::presence::Presence;
 pub use self::redis::RedisStore;
 pub use self::sqlite::SqliteStore;
 
+/// The Unix second at which a job delayed by `delay` may run. The queues count in whole
+/// seconds; rounding up keeps a backoff from running early.
+fn not_before(delay: Duration) -> u64 {
+    let at = std::time::SystemTime::now() + delay;
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    since.as_secs() + u64::from(since.subsec_nanos() > 0)
+}
+
 /// Where the store lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {

@@ -99,7 +99,7 @@ impl RedisStore {
         // apalis-redis claims the key and adds the job in one Lua script: atomic.
         let mut builder = TaskBuilder::new(item.payload).idempotency_key(item.key);
         if let Some(delay) = item.run_after {
-            builder = builder.run_after(delay);
+            builder = builder.run_at_timestamp(super::not_before(delay));
         }
         let mut conn = self.conn.clone();
         let (now, later) = apalis_redis::queries::push_tasks(

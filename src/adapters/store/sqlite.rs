@@ -112,7 +112,7 @@ impl SqliteStore {
         }
         let mut builder = TaskBuilder::new(item.payload).idempotency_key(item.key);
         if let Some(delay) = item.run_after {
-            builder = builder.run_after(delay);
+            builder = builder.run_at_timestamp(super::not_before(delay));
         }
         let mut storage =
             SqliteStorage::<()>::new(&self.pool).with_config(self.queue_config(item.queue));

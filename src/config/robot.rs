@@ -1,0 +1,711 @@
+//! The typed contents of `robot.toml` and the checks that serde alone cannot make.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::Places;
+use super::duration::Span;
+use super::problem::{Problem, Severity};
+
+/// Everything `robot.toml` says. Every key has a default, so an empty file is valid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RobotConfig {
+    /// `[server]`: the HTTP intake.
+    pub server: ServerConfig,
+    /// `[storage]`: where events, dedup keys and queues live.
+    pub storage: StorageConfig,
+    /// `[jobs]`: the background workers.
+    pub jobs: JobsConfig,
+    /// `[amocrm]`: present means the amoCRM webhook is enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amocrm: Option<AmocrmConfig>,
+    /// `[bitrix24]`: present means the Bitrix24 webhook is enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bitrix24: Option<Bitrix24Config>,
+    /// `[wazzup]`: the messenger gateway's webhook.
+    pub wazzup: WazzupConfig,
+    /// `[presence]`: managers' presence heartbeats.
+    pub presence: PresenceConfig,
+}
+
+impl RobotConfig {
+    /// The storage backend, with a relative SQLite path resolved inside `server.data_dir`.
+    pub fn storage_backend(&self) -> StorageBackend {
+        self.storage.backend(&self.server.data_dir)
+    }
+
+    /// A configuration with every optional key present, so that serializing it lists every
+    /// key and its type: the environment overrides and the "did you mean" lists come from it.
+    pub(crate) fn full_sample() -> Self {
+        Self {
+            server: ServerConfig {
+                public_url: Some("https://robot.example".into()),
+                ..ServerConfig::default()
+            },
+            amocrm: Some(AmocrmConfig {
+                subdomain: "robotdemo".into(),
+                account_id: Some(1),
+            }),
+            bitrix24: Some(Bitrix24Config {
+                domain: "robotdemo.bitrix24.ru".into(),
+            }),
+            wazzup: WazzupConfig {
+                channel_ids: vec!["channel".into()],
+            },
+            ..Self::default()
+        }
+    }
+}
+
+/// `[server]`: where the robot listens for webhooks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    #[serde(deserialize_with = "socket_addr")]
+    pub listen: SocketAddr,
+    /// Base URL the outside world reaches the robot at; used to print the webhook URLs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// Directory of the SQLite file and the generated secrets (relative to the working
+    /// directory).
+    pub data_dir: PathBuf,
+    /// Largest webhook body accepted, in bytes.
+    pub body_limit: usize,
+    /// How long one request may take before it is answered with an error.
+    pub request_timeout: Span,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+            public_url: None,
+            data_dir: PathBuf::from("data"),
+            body_limit: 1_048_576,
+            request_timeout: Span::seconds(10),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The base of the webhook URLs: `public_url` without a trailing `/`, or
+    /// `http://{listen}` when it is not set.
+    pub fn base_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+}
+
+/// Parses `listen` with a message that shows the expected form (serde's own says only
+/// "invalid socket address syntax").
+fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.trim().parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not an IP address and port like \"127.0.0.1:8080\" or \"0.0.0.0:8080\" \
+             (host names are not accepted here)"
+        ))
+    })
+}
+
+/// `[storage]`: the store shared by the intake and the workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `"sqlite://PATH"` or `"redis://host:port[/db]"` / `"rediss://…"`.
+    pub url: StorageUrl,
+    /// How long an event's dedup key is remembered.
+    pub dedup_window: Span,
+    /// Prefix of keys and queue names, so that two robots can share one Redis.
+    pub namespace: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: StorageUrl::sqlite("robot.db"),
+            dedup_window: Span::days(7),
+            namespace: "sales-robot".into(),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The backend to open; a relative SQLite path is taken inside `data_dir`.
+    pub fn backend(&self, data_dir: &Path) -> StorageBackend {
+        match &self.url.kind {
+            UrlKind::Sqlite(path) => StorageBackend::Sqlite {
+                path: data_dir.join(path),
+            },
+            UrlKind::Redis => StorageBackend::Redis {
+                url: self.url.raw.clone(),
+            },
+        }
+    }
+}
+
+/// The store to open, resolved from [`StorageConfig::url`].
+#[derive(Clone, PartialEq, Eq)]
+pub enum StorageBackend {
+    /// A SQLite file.
+    Sqlite {
+        /// The file, already resolved against `data_dir` when it was relative.
+        path: PathBuf,
+    },
+    /// A Redis server.
+    Redis {
+        /// The URL as written, password included: give it to the client, not to logs.
+        url: String,
+    },
+}
+
+// By hand, so a Redis password does not reach the logs.
+impl fmt::Debug for StorageBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageBackend::Sqlite { path } => {
+                f.debug_struct("Sqlite").field("path", path).finish()
+            }
+            StorageBackend::Redis { url } => {
+                f.debug_struct("Redis").field("url", &redact(url)).finish()
+            }
+        }
+    }
+}
+
+/// A checked `storage.url`. Displays with any password replaced by `***`; the URL as written
+/// is [`StorageUrl::as_str`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct StorageUrl {
+    raw: String,
+    kind: UrlKind,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum UrlKind {
+    Sqlite(PathBuf),
+    Redis,
+}
+
+impl StorageUrl {
+    /// A SQLite file; a relative path is taken inside `data_dir`.
+    pub fn sqlite(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        Self {
+            raw: format!("sqlite://{}", path.display()),
+            kind: UrlKind::Sqlite(path),
+        }
+    }
+
+    /// The URL exactly as written, password included.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// Whether this is a Redis URL (`redis://` or `rediss://`).
+    pub fn is_redis(&self) -> bool {
+        self.kind == UrlKind::Redis
+    }
+
+    /// Whether the URL carries a password (`redis://:secret@host`).
+    pub fn has_password(&self) -> bool {
+        self.is_redis() && redact(&self.raw) != self.raw
+    }
+}
+
+/// Why a storage URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageUrlError {
+    /// `sqlite://` with nothing after it.
+    #[error("`sqlite://` needs a file name, like \"sqlite://robot.db\"")]
+    EmptyPath,
+    /// A Redis URL whose host, port or database number is wrong.
+    #[error("`{url}` is not a Redis URL like \"redis://127.0.0.1:6379/0\": {reason}")]
+    Redis {
+        /// The URL, password hidden.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No `scheme://` at all.
+    #[error(
+        "`{0}` does not say which store: write \"sqlite://{0}\" for a SQLite file or \
+         \"redis://{0}\" for Redis"
+    )]
+    NoScheme(String),
+    /// A scheme the robot cannot use.
+    #[error(
+        "the storage URL must start with \"sqlite://\" or \"redis://\" (\"rediss://\" for TLS), \
+         not `{0}`"
+    )]
+    Scheme(String),
+}
+
+impl FromStr for StorageUrl {
+    type Err = StorageUrlError;
+
+    fn from_str(s: &str) -> Result<Self, StorageUrlError> {
+        let raw = s.trim();
+        if let Some(path) = raw.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(StorageUrlError::EmptyPath);
+            }
+            return Ok(Self {
+                raw: raw.to_owned(),
+                kind: UrlKind::Sqlite(PathBuf::from(path)),
+            });
+        }
+        let redis = ["redis://", "rediss://"]
+            .iter()
+            .find_map(|scheme| raw.strip_prefix(scheme));
+        if let Some(rest) = redis {
+            check_redis(rest).map_err(|reason| StorageUrlError::Redis {
+                url: redact(raw),
+                reason: reason.into(),
+            })?;
+            return Ok(Self {
+                raw: raw.to_owned(),
+                kind: UrlKind::Redis,
+            });
+        }
+        match raw.split_once(':') {
+            Some((scheme, _)) if !scheme.contains(['/', '\\', '.']) && scheme.len() > 1 => {
+                Err(StorageUrlError::Scheme(format!("{scheme}:")))
+            }
+            _ => Err(StorageUrlError::NoScheme(raw.to_owned())),
+        }
+    }
+}
+
+/// Checks `[user[:password]@]host[:port][/db][?options]`, the part after `redis://`.
+fn check_redis(rest: &str) -> Result<(), &'static str> {
+    let rest = rest.split_once('?').map_or(rest, |(before, _)| before);
+    let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
+    if !db.is_empty() && db.parse::<u32>().is_err() {
+        return Err("the database after `/` must be a number");
+    }
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or("`[` without `]`")?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("the host is missing");
+    }
+    if let Some(port) = port {
+        match port.parse::<u16>() {
+            Ok(p) if p != 0 => {}
+            _ => return Err("the port must be a number from 1 to 65535"),
+        }
+    }
+    Ok(())
+}
+
+/// The URL with the password (if any) replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+impl fmt::Display for StorageUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(&self.raw))
+    }
+}
+
+impl fmt::Debug for StorageUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StorageUrl({:?})", redact(&self.raw))
+    }
+}
+
+impl Serialize for StorageUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.raw)
+    }
+}
+
+impl<'de> Deserialize<'de> for StorageUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// `[jobs]`: the background workers and their retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// Attempts before an event goes to the dead-letter list.
+    pub max_attempts: u32,
+    /// First retry delay; it doubles with every attempt, up to `backoff_max`.
+    pub backoff_base: Span,
+    /// Longest delay between two attempts.
+    pub backoff_max: Span,
+    /// How long running jobs may take to finish when the robot stops.
+    pub shutdown_grace: Span,
+    /// How often a worker tells the queue it is alive; a worker silent for three beats is
+    /// taken for dead and its jobs are handed to another.
+    pub heartbeat: Span,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            max_attempts: 8,
+            backoff_base: Span::seconds(10),
+            backoff_max: Span::hours(1),
+            shutdown_grace: Span::seconds(30),
+            heartbeat: Span::seconds(10),
+        }
+    }
+}
+
+/// `[amocrm]`: the amoCRM account whose webhooks are accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmocrmConfig {
+    /// `robotdemo` for `robotdemo.amocrm.ru`; checked against `account[subdomain]`.
+    pub subdomain: String,
+    /// The account's number; checked against `account[id]` when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<u64>,
+}
+
+/// `[bitrix24]`: the Bitrix24 portal whose events are accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bitrix24Config {
+    /// `robotdemo.bitrix24.ru`; checked against `auth[domain]`.
+    pub domain: String,
+}
+
+/// `[wazzup]`: the messenger gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct WazzupConfig {
+    /// When not empty, webhook messages from other channels are ignored.
+    pub channel_ids: Vec<String>,
+}
+
+/// `[presence]`: managers' presence heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// How long a heartbeat counts as current.
+    pub fresh_for: Span,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            fresh_for: Span::minutes(2),
+        }
+    }
+}
+
+/// The checks beyond types: each problem is placed at the key's line, or names the
+/// environment variable the value came from. Sections that `at` says did not deserialize
+/// hold defaults in `c` and are not checked.
+pub(crate) fn validate(c: &RobotConfig, at: &dyn Places) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let mut fail = |section: &str, key: &str, message: String, hint: Option<&str>| {
+        if at.was_read(section) {
+            let p = at.problem(section, key, message);
+            problems.push(p.with_hint_opt(hint.map(Into::into)));
+        }
+    };
+
+    let spans = [
+        ("server", "request_timeout", c.server.request_timeout, true),
+        ("storage", "dedup_window", c.storage.dedup_window, true),
+        ("jobs", "backoff_base", c.jobs.backoff_base, true),
+        ("jobs", "backoff_max", c.jobs.backoff_max, true),
+        ("jobs", "shutdown_grace", c.jobs.shutdown_grace, false),
+        ("jobs", "heartbeat", c.jobs.heartbeat, true),
+        ("presence", "fresh_for", c.presence.fresh_for, true),
+    ];
+    for (section, key, span, must_be_positive) in spans {
+        if let Span::BusinessDays(n) = span {
+            fail(
+                section,
+                key,
+                format!("`{span}` is business days, but this needs wall-clock time"),
+                Some(&format!(
+                    "write calendar time such as \"{n}d\", \"{}h\" or \"30m\"",
+                    u64::from(n) * 24
+                )),
+            );
+        } else if must_be_positive && span.is_zero() {
+            fail(section, key, "must be longer than zero".into(), None);
+        }
+    }
+
+    if let Some(url) = &c.server.public_url {
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        match rest {
+            Some(host) if !host.is_empty() && !host.starts_with('/') => {}
+            _ => fail(
+                "server",
+                "public_url",
+                format!("`{url}` is not a web address"),
+                Some("write it with http:// or https://, like \"https://robot.example.ru\""),
+            ),
+        }
+    } else if c.server.listen.ip().is_unspecified() && at.was_read("server") {
+        let p = at
+            .problem(
+                "server",
+                "listen",
+                format!(
+                    "the webhook URLs will be printed as http://{}, which CRMs cannot reach",
+                    c.server.listen
+                ),
+            )
+            .with_hint("set `public_url` in [server] to the address the CRM should call");
+        warnings.push(Problem {
+            severity: Severity::Warning,
+            ..p
+        });
+    }
+    if c.server.body_limit == 0 {
+        fail(
+            "server",
+            "body_limit",
+            "must be more than 0 bytes".into(),
+            None,
+        );
+    }
+
+    if c.storage.url.has_password() && at.set_in_file("storage", "url") {
+        fail(
+            "storage",
+            "url",
+            "a password must not be written in robot.toml".into(),
+            Some("set the whole URL in the ROBOT_STORAGE_URL environment variable instead"),
+        );
+    }
+    let ns = &c.storage.namespace;
+    if ns.is_empty() || ns.contains(char::is_whitespace) {
+        fail(
+            "storage",
+            "namespace",
+            format!("`{ns}` cannot be a name prefix: it must be non-empty, without spaces"),
+            Some("e.g. \"sales-robot\""),
+        );
+    }
+
+    if c.jobs.concurrency == 0 {
+        fail(
+            "jobs",
+            "concurrency",
+            "must be at least 1, or no job would ever run".into(),
+            None,
+        );
+    }
+    if c.jobs.max_attempts == 0 {
+        fail("jobs", "max_attempts", "must be at least 1".into(), None);
+    }
+    if let (Some(base), Some(max)) = (c.jobs.backoff_base.as_std(), c.jobs.backoff_max.as_std())
+        && base > max
+    {
+        // Point at whichever of the two the user actually wrote.
+        let key = if at.is_set("jobs", "backoff_max") || !at.is_set("jobs", "backoff_base") {
+            "backoff_max"
+        } else {
+            "backoff_base"
+        };
+        fail(
+            "jobs",
+            key,
+            format!(
+                "{} for `backoff_base` is longer than {} for `backoff_max`",
+                c.jobs.backoff_base, c.jobs.backoff_max
+            ),
+            Some("the first retry delay cannot exceed the longest one"),
+        );
+    }
+
+    if let Some(amo) = &c.amocrm {
+        let sub = amo.subdomain.trim();
+        if sub.is_empty() {
+            fail(
+                "amocrm",
+                "subdomain",
+                "is empty".into(),
+                Some("write the account's subdomain: `robotdemo` for robotdemo.amocrm.ru"),
+            );
+        } else if !sub
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+        {
+            let first = sub
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .split(['.', '/'])
+                .next()
+                .unwrap_or_default();
+            fail(
+                "amocrm",
+                "subdomain",
+                format!("`{sub}` is not a subdomain: write only the first part of the address"),
+                Some(&format!("did you mean `{first}`?")),
+            );
+        }
+        if amo.account_id == Some(0) {
+            fail(
+                "amocrm",
+                "account_id",
+                "0 is not an account number".into(),
+                Some("remove the line to skip the account number check"),
+            );
+        }
+    }
+    if let Some(b24) = &c.bitrix24 {
+        let domain = b24.domain.trim();
+        let bare = domain
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
+        if domain.is_empty() {
+            fail(
+                "bitrix24",
+                "domain",
+                "is empty".into(),
+                Some("write the portal's address, like `robotdemo.bitrix24.ru`"),
+            );
+        } else if bare != domain || !bare.contains('.') || bare.contains(['/', ' ']) {
+            fail(
+                "bitrix24",
+                "domain",
+                format!("`{domain}` is not a portal address"),
+                Some(&format!(
+                    "write only the host, like `robotdemo.bitrix24.ru`{}",
+                    if bare != domain && !bare.contains('/') {
+                        format!(": did you mean `{bare}`?")
+                    } else {
+                        String::new()
+                    }
+                )),
+            );
+        }
+    }
+    if c.wazzup.channel_ids.iter().any(|id| id.trim().is_empty()) {
+        fail(
+            "wazzup",
+            "channel_ids",
+            "a channel id is empty".into(),
+            Some("list the channel ids from Wazzup, or leave the list empty for all channels"),
+        );
+    }
+    problems.extend(warnings);
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_urls() {
+        let sqlite: StorageUrl = "sqlite://robot.db".parse().unwrap();
+        let cfg = StorageConfig {
+            url: sqlite,
+            ..StorageConfig::default()
+        };
+        assert_eq!(
+            cfg.backend(Path::new("data")),
+            StorageBackend::Sqlite {
+                path: PathBuf::from("data/robot.db")
+            }
+        );
+        let abs = StorageConfig {
+            url: "sqlite:///var/lib/robot/robot.db".parse().unwrap(),
+            ..StorageConfig::default()
+        };
+        assert_eq!(
+            abs.backend(Path::new("data")),
+            StorageBackend::Sqlite {
+                path: PathBuf::from("/var/lib/robot/robot.db")
+            }
+        );
+        for ok in [
+            "redis://127.0.0.1:6379",
+            "redis://redis/2",
+            "rediss://user:pw@[::1]:6380/0?protocol=resp3",
+        ] {
+            let url: StorageUrl = ok.parse().unwrap();
+            assert!(url.is_redis(), "{ok}");
+        }
+        for bad in [
+            "postgres://x",
+            "robot.db",
+            "sqlite://",
+            "redis://",
+            "redis://host:port",
+            "redis://host/db",
+        ] {
+            assert!(bad.parse::<StorageUrl>().is_err(), "{bad}");
+        }
+        assert!(
+            "robot.db"
+                .parse::<StorageUrl>()
+                .unwrap_err()
+                .to_string()
+                .contains("sqlite://robot.db")
+        );
+    }
+
+    #[test]
+    fn redis_passwords_stay_out_of_logs() {
+        let url: StorageUrl = "redis://:hunter2@redis:6379/0".parse().unwrap();
+        assert!(url.has_password());
+        assert_eq!(url.as_str(), "redis://:hunter2@redis:6379/0");
+        assert!(!url.to_string().contains("hunter2"));
+        assert!(!format!("{url:?}").contains("hunter2"));
+        let cfg = StorageConfig {
+            url,
+            ..StorageConfig::default()
+        };
+        assert!(!format!("{:?}", cfg.backend(Path::new("."))).contains("hunter2"));
+        let plain: StorageUrl = "redis://user@redis".parse().unwrap();
+        assert!(!plain.has_password());
+    }
+
+    #[test]
+    fn base_url() {
+        let mut s = ServerConfig::default();
+        assert_eq!(s.base_url(), "http://127.0.0.1:8080");
+        s.public_url = Some("https://robot.example.ru/".into());
+        assert_eq!(s.base_url(), "https://robot.example.ru");
+    }
+}

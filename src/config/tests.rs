@@ -1,0 +1,436 @@
+//! Loading `robot.toml` end to end: files in temporary directories, environments given as
+//! pairs.
+
+use std::path::{Path, PathBuf};
+
+use secrecy::ExposeSecret;
+use tempfile::TempDir;
+
+use super::*;
+
+fn dir_with(text: &str) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(FILE_NAME), text).unwrap();
+    dir
+}
+
+fn load_str(text: &str, env: &[(&str, &str)]) -> Result<RobotConfig, ConfigErrors> {
+    let dir = dir_with(text);
+    load(dir.path(), &Env::from_pairs(env.iter().copied()))
+}
+
+fn check_str(text: &str, env: &[(&str, &str)]) -> Vec<Problem> {
+    let dir = dir_with(text);
+    check(dir.path(), &Env::from_pairs(env.iter().copied()))
+}
+
+/// The only problem `check` finds, which the test expects to be an error.
+fn only_problem(text: &str, env: &[(&str, &str)]) -> Problem {
+    let problems = check_str(text, env);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let p = problems.into_iter().next().unwrap();
+    assert!(p.is_error(), "{p}");
+    assert!(
+        load_str(text, env).is_err(),
+        "load must fail where check errs"
+    );
+    p
+}
+
+fn shipped_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config")
+}
+
+#[test]
+fn an_empty_file_gives_the_defaults() {
+    let config = load_str("", &[]).unwrap();
+    assert_eq!(config, RobotConfig::default());
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.server.base_url(), "http://127.0.0.1:8080");
+    assert_eq!(config.server.data_dir, PathBuf::from("data"));
+    assert_eq!(config.server.body_limit, 1_048_576);
+    assert_eq!(config.server.request_timeout, Span::seconds(10));
+    assert_eq!(config.storage.url.as_str(), "sqlite://robot.db");
+    assert_eq!(config.storage.dedup_window, Span::days(7));
+    assert_eq!(config.storage.namespace, "sales-robot");
+    assert_eq!(config.jobs.concurrency, 4);
+    assert_eq!(config.jobs.max_attempts, 8);
+    assert_eq!(config.jobs.backoff_base, Span::seconds(10));
+    assert_eq!(config.jobs.backoff_max, Span::hours(1));
+    assert_eq!(config.jobs.shutdown_grace, Span::seconds(30));
+    assert_eq!(config.amocrm, None);
+    assert_eq!(config.bitrix24, None);
+    assert!(config.wazzup.channel_ids.is_empty());
+    assert_eq!(config.presence.fresh_for, Span::minutes(2));
+    assert_eq!(
+        config.storage_backend(),
+        StorageBackend::Sqlite {
+            path: PathBuf::from("data/robot.db")
+        }
+    );
+    assert!(check_str("", &[]).is_empty());
+}
+
+#[test]
+fn a_missing_file_gives_the_defaults_but_a_missing_directory_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        load(dir.path(), &Env::default()).unwrap(),
+        RobotConfig::default()
+    );
+
+    let gone = dir.path().join("nope");
+    let errors = load(&gone, &Env::default()).unwrap_err();
+    assert_eq!(errors.0.len(), 1);
+    assert_eq!(errors.0[0].file, gone);
+    assert!(errors.to_string().contains("does not exist"), "{errors}");
+    assert!(
+        errors.0[0]
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains(CONFIG_DIR_VAR)
+    );
+
+    let not_a_dir = dir.path().join(FILE_NAME);
+    std::fs::write(&not_a_dir, "").unwrap();
+    assert!(load(&not_a_dir, &Env::default()).is_err());
+}
+
+#[test]
+fn the_shipped_file_loads_with_the_demo_account() {
+    let config = load(&shipped_dir(), &Env::default()).unwrap();
+    let amo = config.amocrm.as_ref().unwrap();
+    assert_eq!(amo.subdomain, "robotdemo");
+    assert_eq!(amo.account_id, Some(29_876_543));
+    assert_eq!(
+        config.bitrix24.as_ref().unwrap().domain,
+        "robotdemo.bitrix24.ru"
+    );
+    // Apart from the demo account, the shipped file holds the defaults.
+    assert_eq!(
+        RobotConfig {
+            amocrm: None,
+            bitrix24: None,
+            ..config
+        },
+        RobotConfig::default()
+    );
+    assert_eq!(check(&shipped_dir(), &Env::default()), vec![]);
+}
+
+#[test]
+fn the_shipped_file_shows_every_key() {
+    let text = std::fs::read_to_string(shipped_dir().join(FILE_NAME)).unwrap();
+    for spec in env::schema() {
+        let header = format!("\n[{}]\n", spec.section);
+        let start = text
+            .find(&header)
+            .unwrap_or_else(|| panic!("no [{}]", spec.section));
+        let block = &text[start + header.len()..];
+        let block = &block[..block.find("\n[").unwrap_or(block.len())];
+        assert!(
+            block.contains(&format!("{} = ", spec.key)),
+            "robot.toml does not show `{}` in [{}]",
+            spec.key,
+            spec.section
+        );
+    }
+}
+
+#[test]
+fn environment_overrides_every_kind_of_key() {
+    let file = "[server]\nlisten = \"127.0.0.1:9000\"\n\n[jobs]\nconcurrency = 2\n";
+    let config = load_str(
+        file,
+        &[
+            ("ROBOT_LISTEN", "0.0.0.0:8081"),
+            ("ROBOT_DATA_DIR", "/var/lib/robot"),
+            ("ROBOT_SERVER_PUBLIC_URL", "https://robot.example.ru/"),
+            ("ROBOT_SERVER_BODY_LIMIT", "2048"),
+            ("ROBOT_JOBS_CONCURRENCY", "16"),
+            ("ROBOT_JOBS_BACKOFF_MAX", "2h"),
+            ("ROBOT_STORAGE_URL", "redis://:pw@redis:6379/1"),
+            ("ROBOT_AMOCRM_SUBDOMAIN", "acme"),
+            ("ROBOT_WAZZUP_CHANNEL_IDS", "chan-1, chan-2"),
+            ("ROBOT_PRESENCE_FRESH_FOR", "5m"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.server.listen.to_string(), "0.0.0.0:8081");
+    assert_eq!(config.server.data_dir, PathBuf::from("/var/lib/robot"));
+    assert_eq!(config.server.base_url(), "https://robot.example.ru");
+    assert_eq!(config.server.body_limit, 2048);
+    assert_eq!(config.jobs.concurrency, 16);
+    assert_eq!(config.jobs.max_attempts, 8, "untouched keys keep defaults");
+    assert_eq!(config.jobs.backoff_max, Span::hours(2));
+    assert_eq!(
+        config.storage_backend(),
+        StorageBackend::Redis {
+            url: "redis://:pw@redis:6379/1".into()
+        }
+    );
+    assert_eq!(
+        config.amocrm,
+        Some(AmocrmConfig {
+            subdomain: "acme".into(),
+            account_id: None
+        })
+    );
+    assert_eq!(config.wazzup.channel_ids, ["chan-1", "chan-2"]);
+    assert_eq!(config.presence.fresh_for, Span::minutes(5));
+}
+
+#[test]
+fn full_names_and_aliases_agree_or_conflict() {
+    let same = load_str(
+        "",
+        &[
+            ("ROBOT_LISTEN", "0.0.0.0:1"),
+            ("ROBOT_SERVER_LISTEN", "0.0.0.0:1"),
+            ("ROBOT_SERVER_PUBLIC_URL", "http://robot"),
+        ],
+    );
+    assert_eq!(same.unwrap().server.listen.port(), 1);
+    let p = only_problem(
+        "",
+        &[
+            ("ROBOT_LISTEN", "0.0.0.0:1"),
+            ("ROBOT_SERVER_LISTEN", "0.0.0.0:2"),
+            ("ROBOT_SERVER_PUBLIC_URL", "http://robot"),
+        ],
+    );
+    assert!(
+        p.message.contains("ROBOT_SERVER_LISTEN and ROBOT_LISTEN"),
+        "{p}"
+    );
+}
+
+#[test]
+fn an_env_value_that_does_not_parse_names_the_variable() {
+    let p = only_problem("", &[("ROBOT_JOBS_CONCURRENCY", "four")]);
+    assert_eq!(p.line, None);
+    assert!(p.message.contains("ROBOT_JOBS_CONCURRENCY=`four`"), "{p}");
+    assert!(p.message.contains("expected a whole number"), "{p}");
+
+    let p = only_problem("", &[("ROBOT_PRESENCE_FRESH_FOR", "2 minutes")]);
+    assert_eq!(p.line, None);
+    assert!(p.message.starts_with("ROBOT_PRESENCE_FRESH_FOR "), "{p}");
+    assert!(p.message.contains("\"10m\""), "{p}");
+
+    let p = only_problem(
+        "[storage]\nurl = \"sqlite://x.db\"\n",
+        &[("ROBOT_STORAGE_URL", "mysql://db")],
+    );
+    assert_eq!(p.line, None, "the value came from the environment: {p}");
+    assert!(
+        p.message
+            .starts_with("ROBOT_STORAGE_URL (sets `url` in [storage])"),
+        "{p}"
+    );
+
+    let p = only_problem("", &[("ROBOT_JOBS_BACKOFF_BASE", "2bd")]);
+    assert_eq!(p.line, None);
+    assert!(p.message.contains("ROBOT_JOBS_BACKOFF_BASE"), "{p}");
+    assert!(p.message.contains("business days"), "{p}");
+}
+
+#[test]
+fn a_section_switched_on_from_the_environment_needs_its_required_keys() {
+    let p = only_problem("", &[("ROBOT_AMOCRM_ACCOUNT_ID", "42")]);
+    assert!(p.message.contains("ROBOT_AMOCRM_ACCOUNT_ID"), "{p}");
+    assert!(p.message.contains("`subdomain`"), "{p}");
+    assert!(
+        p.hint
+            .as_deref()
+            .unwrap()
+            .contains("ROBOT_AMOCRM_SUBDOMAIN"),
+        "{p}"
+    );
+}
+
+#[test]
+fn a_typo_gives_file_line_column_and_a_hint() {
+    let text = "# комментарий\n[server]\nlisen = \"0.0.0.0:8080\"\n";
+    let p = only_problem(text, &[]);
+    assert_eq!((p.line, p.column), (Some(3), Some(1)));
+    assert_eq!(p.hint.as_deref(), Some("did you mean `listen`?"));
+    let shown = p.to_string();
+    assert!(
+        shown.ends_with(
+            "robot.toml:3:1: unknown field `lisen` in [server], expected one of `body_limit`, \
+             `data_dir`, `listen`, `public_url`, `request_timeout` (did you mean `listen`?)"
+        ),
+        "{shown}"
+    );
+
+    let p = only_problem("[sever]\nlisten = \"0.0.0.0:8080\"\n", &[]);
+    assert_eq!(p.line, Some(1));
+    assert_eq!(p.hint.as_deref(), Some("did you mean [server]?"));
+
+    let p = only_problem("listen = \"0.0.0.0:8080\"\n", &[]);
+    assert_eq!(p.hint.as_deref(), Some("put it below [server]"));
+}
+
+#[test]
+fn a_wrong_type_names_the_key_and_its_line() {
+    let p = only_problem("[jobs]\nmax_attempts = 3\nconcurrency = \"four\"\n", &[]);
+    assert_eq!((p.line, p.column), (Some(3), Some(15)));
+    assert!(
+        p.message
+            .starts_with("`concurrency` in [jobs]: invalid type"),
+        "{p}"
+    );
+
+    let p = only_problem("[server]\nrequest_timeout = 10\n", &[]);
+    assert_eq!(p.line, Some(2));
+    assert!(p.message.contains("has no unit"), "{p}");
+
+    let p = only_problem("[server]\nlisten = \"localhost:8080\"\n", &[]);
+    assert_eq!(p.line, Some(2));
+    assert!(p.message.contains("127.0.0.1:8080"), "{p}");
+}
+
+#[test]
+fn a_bad_storage_url_names_its_line() {
+    let p = only_problem("[storage]\nnamespace = \"a\"\nurl = \"robot.db\"\n", &[]);
+    assert_eq!((p.line, p.column), (Some(3), Some(7)));
+    assert!(p.message.starts_with("`url` in [storage]: "), "{p}");
+    assert!(p.message.contains("\"sqlite://robot.db\""), "{p}");
+
+    let p = only_problem("[storage]\nurl = \"redis://:pw@redis:6379\"\n", &[]);
+    assert_eq!(p.line, Some(2));
+    assert!(
+        p.hint.as_deref().unwrap().contains("ROBOT_STORAGE_URL"),
+        "{p}"
+    );
+    assert!(!p.to_string().contains("pw@"), "{p}");
+}
+
+#[test]
+fn business_days_are_refused_where_calendar_time_is_needed() {
+    let p = only_problem("[jobs]\n\nbackoff_max = \"3bd\"\n", &[]);
+    assert_eq!(p.line, Some(3));
+    assert!(p.message.contains("`backoff_max` in [jobs]"), "{p}");
+    assert!(p.message.contains("business days"), "{p}");
+    assert!(p.hint.as_deref().unwrap().contains("\"3d\""), "{p}");
+}
+
+#[test]
+fn semantic_checks_name_the_line() {
+    let p = only_problem("[jobs]\nconcurrency = 0\n", &[]);
+    assert_eq!(p.line, Some(2));
+
+    let p = only_problem("[jobs]\nbackoff_base = \"2h\"\n", &[]);
+    assert_eq!(p.line, Some(2), "only backoff_base is written: {p}");
+    assert!(
+        p.message
+            .contains("2h for `backoff_base` is longer than 1h"),
+        "{p}"
+    );
+
+    let p = only_problem("[amocrm]\nsubdomain = \"\"\n", &[]);
+    assert_eq!(p.line, Some(2));
+    assert!(p.message.contains("is empty"), "{p}");
+
+    let p = only_problem("[amocrm]\nsubdomain = \"acme.amocrm.ru\"\n", &[]);
+    assert_eq!(p.hint.as_deref(), Some("did you mean `acme`?"));
+
+    let p = only_problem("[bitrix24]\ndomain = \"https://acme.bitrix24.ru/\"\n", &[]);
+    assert!(p.hint.unwrap().contains("`acme.bitrix24.ru`"));
+
+    let p = only_problem("[amocrm]\naccount_id = 1\n", &[]);
+    assert_eq!(p.line, Some(1), "points at the section: {p}");
+    assert!(p.message.contains("[amocrm] needs `subdomain`"), "{p}");
+}
+
+#[test]
+fn listening_everywhere_without_a_public_url_is_a_warning() {
+    let text = "[server]\nlisten = \"0.0.0.0:8080\"\n";
+    assert!(load_str(text, &[]).is_ok());
+    let problems = check_str(text, &[]);
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].severity, Severity::Warning);
+    assert!(problems[0].to_string().contains(": warning: "));
+}
+
+#[test]
+fn check_reports_every_problem_in_file_order_then_the_environment() {
+    let text = "\
+[server]
+lisen = \"0.0.0.0:8080\"
+[storage]
+url = \"postgres://db\"
+[jobs]
+concurrency = 0
+shutdown_grace = \"1bd\"
+[presence]
+fresh_for = \"soon\"
+";
+    let problems = check_str(
+        text,
+        &[
+            ("ROBOT_SERVR_LISTEN", "x"),
+            ("ROBOT_JOBS_MAX_ATTEMPTS", "many"),
+        ],
+    );
+    let lines: Vec<_> = problems.iter().map(|p| p.line).collect();
+    assert_eq!(
+        lines,
+        [Some(2), Some(4), Some(6), Some(7), Some(9), None, None],
+        "{problems:#?}"
+    );
+    assert!(problems[5].message.contains("ROBOT_JOBS_MAX_ATTEMPTS"));
+    assert_eq!(problems[6].severity, Severity::Warning);
+    assert_eq!(
+        problems[6].hint.as_deref(),
+        Some("did you mean ROBOT_SERVER_LISTEN?")
+    );
+}
+
+#[test]
+fn a_section_that_does_not_deserialize_does_not_hide_the_others() {
+    let text = "[server]\nlisten = 80\n[jobs]\nconcurrency = 0\n";
+    let lines: Vec<_> = check_str(text, &[]).iter().map(|p| p.line).collect();
+    assert_eq!(lines, [Some(2), Some(4)]);
+}
+
+#[test]
+fn semantic_problems_are_all_reported_once_types_are_right() {
+    let text = "[jobs]\nconcurrency = 0\nmax_attempts = 0\nshutdown_grace = \"1bd\"\n";
+    let problems = check_str(text, &[]);
+    let lines: Vec<_> = problems.iter().map(|p| p.line).collect();
+    assert_eq!(lines, [Some(2), Some(3), Some(4)], "{problems:#?}");
+}
+
+#[test]
+fn a_syntax_error_gives_its_place() {
+    let p = only_problem("[server]\nlisten = \"0.0.0.0:8080\n", &[]);
+    assert_eq!(p.line, Some(2), "{p}");
+    let p = only_problem("[server]\nlisten = \"a\"\nlisten = \"b\"\n", &[]);
+    assert_eq!(p.line, Some(3), "{p}");
+}
+
+#[test]
+fn secrets_come_from_the_environment_and_stay_hidden() {
+    let env = Env::from_pairs([
+        (HOOK_SECRET_VAR, "hook-secret-value"),
+        (PRESENCE_TOKEN_VAR, "presence-token-value"),
+        (BITRIX24_APP_TOKEN_VAR, "bitrix-token-value"),
+    ]);
+    let secrets = Secrets::from_env(&env);
+    assert_eq!(
+        secrets.presence_token.as_ref().unwrap().expose_secret(),
+        "presence-token-value"
+    );
+    let shown = format!("{secrets:?}");
+    for value in [
+        "hook-secret-value",
+        "presence-token-value",
+        "bitrix-token-value",
+    ] {
+        assert!(!shown.contains(value), "{shown}");
+    }
+    // The secret variables are known names, not typos of settings.
+    assert!(check_str("", &[(HOOK_SECRET_VAR, "x"), (CONFIG_DIR_VAR, "x")]).is_empty());
+}
