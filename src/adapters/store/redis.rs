@@ -83,6 +83,8 @@ impl RedisStore {
             .heartbeat_interval(self.settings.heartbeat)
             .missed_heartbeats(3)
             .idempotency_ttl(Some(self.settings.dedup_window))
+            // Workers poll every 100 ms; a PUBLISH per job would cost Redis more than it saves.
+            .emit_events(false)
     }
 
     fn key(&self, name: &str) -> String {
