@@ -32,7 +32,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Take webhooks and handle them: the HTTP intake and a worker in one process.
-    Serve,
+    Serve {
+        /// Only take webhooks; leave handling them to `work` processes on the same Redis.
+        #[arg(long)]
+        no_worker: bool,
+    },
     /// Only handle queued jobs (a worker without HTTP), to scale out on Redis.
     Work,
     /// Post webhook bodies from files to a running robot, or print what they parse into.
@@ -56,8 +60,8 @@ pub enum Command {
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve => serve::serve(&cli.config, true).await,
-        Command::Work => serve::serve(&cli.config, false).await,
+        Command::Serve { no_worker } => serve::serve(&cli.config, true, !no_worker).await,
+        Command::Work => serve::serve(&cli.config, false, true).await,
         Command::Replay(args) => replay::run(&cli.config, args).await,
         Command::CheckConfig => context::check_config(&cli.config),
         Command::Dead { action } => dead::run(&cli.config, action).await,

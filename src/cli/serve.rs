@@ -31,11 +31,11 @@ fn stop_on_signal(stop: CancellationToken) {
     });
 }
 
-/// Runs the robot until SIGTERM; `http` false runs only the worker.
-pub async fn serve(config_dir: &Path, http: bool) -> anyhow::Result<()> {
+/// Runs the robot until SIGTERM: the HTTP intake when `http`, a worker when `worker`.
+pub async fn serve(config_dir: &Path, http: bool, worker: bool) -> anyhow::Result<()> {
     let ctx = context::load(config_dir)?;
     let store = ctx.open_store().await?;
-    let (settings, hook_origin) = ctx.settings(true)?;
+    let (settings, hook_origin) = ctx.settings(worker)?;
     let stop = CancellationToken::new();
     stop_on_signal(stop.clone());
     if !http {

@@ -150,7 +150,7 @@ async fn sweep_periodically(jobs: Arc<Jobs>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {
-                match jobs.store().sweep(chrono::Utc::now()).await {
+                match jobs.store().sweep(chrono::Utc::now(), &[jobs.queue()]).await {
                     Ok(n) if n > 0 => tracing::info!(removed = n, "swept records older than the dedup window"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "sweep failed; will try again"),

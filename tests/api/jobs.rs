@@ -125,3 +125,35 @@ async fn an_event_that_always_fails_is_dead_lettered_and_can_be_requeued(backend
     app.stop().await;
 }
 on_both_backends!(an_event_that_always_fails_is_dead_lettered_and_can_be_requeued);
+
+async fn finished_jobs_are_forgotten_after_the_dedup_window(backend: Backend) {
+    let app = spawn_app_with(backend, std::sync::Arc::new(Journal), |_| {}).await;
+    assert_eq!(
+        app.post_amocrm(fixture("amocrm/leads_add_two.form"))
+            .await
+            .status(),
+        200
+    );
+    app.wait_for_journal(2, 10).await;
+    let now = chrono::Utc::now();
+    // Within the window nothing goes.
+    let early = app.store.sweep(now, &[app.jobs.queue()]).await.unwrap();
+    assert_eq!(early, 0);
+    // Past it, both journal records and both finished jobs go (the window is an hour here).
+    let store = app.store.clone();
+    let queue = app.jobs.queue().to_owned();
+    let mut swept = 0;
+    eventually(10, || {
+        let (store, queue) = (store.clone(), queue.clone());
+        let later = now + chrono::Duration::hours(2);
+        async move {
+            swept += store.sweep(later, &[&queue]).await.unwrap();
+            swept >= 4
+        }
+    })
+    .await
+    .expect("two records and two jobs are swept");
+    assert_eq!(app.store.journal_len().await.unwrap(), 0);
+    app.stop().await;
+}
+on_both_backends!(finished_jobs_are_forgotten_after_the_dedup_window);

@@ -7,10 +7,12 @@ use crate::process::{Backend, Robot, SECRET, lead_add, terminate};
 
 const LEADS: u64 = 60;
 
-async fn killed_right_after_answering_loses_nothing(backend: Backend) {
+/// `how` is how the robot that gets killed runs: with its worker (jobs may be in flight at
+/// the kill) or without (every job is still queued at the kill).
+async fn killed_right_after_answering_loses_nothing(backend: Backend, how: &[&str]) {
     let robot = Robot::new(backend);
     let log = robot.dir.path().join("first.log");
-    let mut first = robot.serve(&log);
+    let mut first = robot.serve_with(how, &log);
     let client = reqwest::Client::new();
     for i in 0..LEADS {
         let r = client
@@ -27,6 +29,9 @@ async fn killed_right_after_answering_loses_nothing(backend: Backend) {
     first.wait().unwrap();
     let store = robot.store().await;
     let handled_before = store.journal_len().await.unwrap();
+    if how.contains(&"--no-worker") {
+        assert_eq!(handled_before, 0, "nothing is handled without a worker");
+    }
 
     let mut second = robot.serve(&robot.dir.path().join("second.log"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
@@ -52,12 +57,22 @@ async fn killed_right_after_answering_loses_nothing(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_right_after_answering_loses_nothing_on_sqlite() {
-    killed_right_after_answering_loses_nothing(Backend::Sqlite).await
+    killed_right_after_answering_loses_nothing(Backend::Sqlite, &["serve"]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_right_after_answering_loses_nothing_on_redis() {
-    killed_right_after_answering_loses_nothing(Backend::Redis).await
+    killed_right_after_answering_loses_nothing(Backend::Redis, &["serve"]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_with_every_job_still_queued_loses_nothing_on_sqlite() {
+    killed_right_after_answering_loses_nothing(Backend::Sqlite, &["serve", "--no-worker"]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_with_every_job_still_queued_loses_nothing_on_redis() {
+    killed_right_after_answering_loses_nothing(Backend::Redis, &["serve", "--no-worker"]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

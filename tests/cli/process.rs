@@ -93,8 +93,13 @@ impl Robot {
 
     /// Starts `serve` and waits until it answers.
     pub fn serve(&self, log: &Path) -> Child {
+        self.serve_with(&["serve"], log)
+    }
+
+    /// Starts `serve` with other arguments and waits until it answers.
+    pub fn serve_with(&self, args: &[&str], log: &Path) -> Child {
         let mut child = self
-            .command(&["serve"])
+            .command(args)
             .stdout(Stdio::from(
                 std::fs::File::create(log.with_extension("out")).unwrap(),
             ))

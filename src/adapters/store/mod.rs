@@ -221,8 +221,9 @@ impl Store {
         each!(self, s => s.take_dead(id).await)
     }
 
-    /// Forgets what is older than the dedup window. Returns how many records went.
-    pub async fn sweep(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        each!(self, s => s.sweep(now).await)
+    /// Forgets what is older than the dedup window: handled events of the journal and the
+    /// finished jobs of `queues` (and so their dedup keys). Returns how many records went.
+    pub async fn sweep(&self, now: DateTime<Utc>, queues: &[&str]) -> Result<u64, StoreError> {
+        each!(self, s => s.sweep(now, queues).await)
     }
 }

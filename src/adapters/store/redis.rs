@@ -47,6 +47,23 @@ local v = redis.call('HGET', KEYS[1], ARGV[1])
 if v then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return v";
 
+/// Forgets finished jobs: apalis-redis keeps every done job's data, metadata and id forever.
+const FORGET_DONE: &str = r"
+local forgotten = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local meta = KEYS[3] .. ':' .. id
+  local done_at = tonumber(redis.call('HGET', meta, 'done_at'))
+  if done_at == nil or done_at <= tonumber(ARGV[1]) then
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('HDEL', KEYS[3] .. ':result', id)
+    redis.call('DEL', meta)
+    redis.call('SREM', KEYS[1], id)
+    forgotten = forgotten + 1
+  end
+end
+return forgotten";
+
 const SWEEP: &str = r"
 local keys = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 for _, k in ipairs(keys) do redis.call('HDEL', KEYS[1], k) end
@@ -247,16 +264,51 @@ impl RedisStore {
         })
     }
 
-    pub(super) async fn sweep(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    pub(super) async fn sweep(
+        &self,
+        now: DateTime<Utc>,
+        queues: &[&str],
+    ) -> Result<u64, StoreError> {
         // Dedup keys of the queue expire by themselves (their TTL is the window).
         let before = now.timestamp() - self.settings.dedup_window.as_secs() as i64;
         let mut conn = self.conn.clone();
-        let n: u64 = Script::new(SWEEP)
+        let mut n: u64 = Script::new(SWEEP)
             .key(self.key("journal"))
             .key(self.key("journal:by_time"))
             .arg(before)
             .invoke_async(&mut conn)
             .await?;
+        let forget = Script::new(FORGET_DONE);
+        for queue in queues {
+            let config = self.queue_config(queue);
+            let done = config.done_jobs_set();
+            // In slices, so that Redis is never blocked for long.
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, ids): (u64, Vec<String>) = redis::cmd("SSCAN")
+                    .arg(&done)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut conn)
+                    .await?;
+                if !ids.is_empty() {
+                    let forgotten: u64 = forget
+                        .key(&done)
+                        .key(config.job_data_hash())
+                        .key(config.job_meta_hash())
+                        .arg(before)
+                        .arg(&ids)
+                        .invoke_async(&mut conn)
+                        .await?;
+                    n += forgotten;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
         Ok(n)
     }
 }

@@ -229,18 +229,29 @@ impl SqliteStore {
         Ok(row.as_ref().map(dead_letter))
     }
 
-    pub(super) async fn sweep(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    pub(super) async fn sweep(
+        &self,
+        now: DateTime<Utc>,
+        queues: &[&str],
+    ) -> Result<u64, StoreError> {
         let before = ts(now) - self.settings.dedup_window.as_secs() as i64;
-        let jobs =
-            sqlx::query("DELETE FROM Jobs WHERE status IN ('Done', 'Killed') AND done_at < ?1")
-                .bind(before)
-                .execute(&self.pool)
-                .await?;
+        // Finished jobs go once the window is past, and their dedup keys with them.
+        let mut jobs = 0;
+        for queue in queues {
+            jobs += sqlx::query(
+                "DELETE FROM Jobs WHERE job_type = ?1 AND status IN ('Done', 'Killed') AND done_at < ?2",
+            )
+            .bind(queue)
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
         let journal = sqlx::query("DELETE FROM robot_journal WHERE handled_at < ?1")
             .bind(before)
             .execute(&self.pool)
             .await?;
-        Ok(jobs.rows_affected() + journal.rows_affected())
+        Ok(jobs + journal.rows_affected())
     }
 }
 
