@@ -8,8 +8,6 @@
 
 use std::collections::BTreeMap;
 
-use percent_encoding::percent_decode;
-
 /// A node of the form tree: a value, or a group of keyed children.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Node {
@@ -36,19 +34,36 @@ pub enum FormError {
     Empty,
 }
 
+/// Percent-decodes a form key or value (`+` is a space), in one pass and one allocation:
+/// this runs for every pair of every webhook.
 fn decode(raw: &[u8]) -> Result<String, FormError> {
-    // `+` is a space in form encoding; percent_decode does not know that.
-    let plus: Vec<u8> = raw
-        .iter()
-        .map(|&b| if b == b'+' { b' ' } else { b })
-        .collect();
-    percent_decode(&plus)
-        .decode_utf8()
-        .map(|s| s.into_owned())
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < raw.len() => {
+                match (hex(raw[i + 1]), hex(raw[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push(h << 4 | l);
+                        i += 2;
+                    }
+                    // A stray `%` stays as it is, as browsers and PHP leave it.
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out)
         .map_err(|_| FormError::NotUtf8(String::from_utf8_lossy(raw).chars().take(60).collect()))
 }
 
-fn split_key(key: &str) -> Result<Vec<String>, FormError> {
+fn split_key(key: &str) -> Result<Vec<&str>, FormError> {
     let bad = || FormError::BadKey(key.to_owned());
     let (head, mut rest) = match key.find('[') {
         Some(i) => (&key[..i], &key[i..]),
@@ -57,7 +72,7 @@ fn split_key(key: &str) -> Result<Vec<String>, FormError> {
     if head.is_empty() || head.contains(']') {
         return Err(bad());
     }
-    let mut parts = vec![head.to_owned()];
+    let mut parts = vec![head];
     while !rest.is_empty() {
         let inner = rest.strip_prefix('[').ok_or_else(bad)?;
         let end = inner.find(']').ok_or_else(bad)?;
@@ -65,7 +80,7 @@ fn split_key(key: &str) -> Result<Vec<String>, FormError> {
         if part.contains('[') {
             return Err(bad());
         }
-        parts.push(part.to_owned());
+        parts.push(part);
         rest = &inner[end + 1..];
     }
     Ok(parts)
@@ -151,31 +166,33 @@ impl Node {
 fn insert(
     map: &mut BTreeMap<String, Node>,
     full_key: &str,
-    parts: Vec<String>,
+    parts: Vec<&str>,
     value: String,
 ) -> Result<(), FormError> {
     let mut current = map;
     let last = parts.len() - 1;
     for (i, part) in parts.into_iter().enumerate() {
         // `a[]=x&a[]=y` appends: the empty index becomes the next free one.
+        let appended;
         let part = if part.is_empty() {
-            current.len().to_string()
+            appended = current.len().to_string();
+            appended.as_str()
         } else {
             part
         };
         if i == last {
-            match current.get(&part) {
-                Some(Node::Group(_)) => return Err(FormError::Conflict(full_key.to_owned())),
-                // A repeated key keeps the last value, as PHP (which both CRMs are written in) does.
-                _ => {
-                    current.insert(part, Node::Value(value));
-                }
+            if let Some(Node::Group(_)) = current.get(part) {
+                return Err(FormError::Conflict(full_key.to_owned()));
             }
+            // A repeated key keeps the last value, as PHP (which both CRMs are written in) does.
+            current.insert(part.to_owned(), Node::Value(value));
             return Ok(());
         }
-        let entry = current
-            .entry(part)
-            .or_insert_with(|| Node::Group(BTreeMap::new()));
+        // Look up before inserting: most levels exist already, and a lookup allocates nothing.
+        if !current.contains_key(part) {
+            current.insert(part.to_owned(), Node::Group(BTreeMap::new()));
+        }
+        let entry = current.get_mut(part).expect("inserted above");
         current = match entry {
             Node::Group(m) => m,
             Node::Value(_) => return Err(FormError::Conflict(full_key.to_owned())),

@@ -1,6 +1,6 @@
 //! `sales-robot bench intake`: the intake's throughput and latency on each backend, beside a
-//! trivial 200-OK route of the same server under the same load, so that the figures say how
-//! much the intake itself costs on this machine.
+//! trivial 200-OK route of the same server under the same load (the same bodies, posted the
+//! same way), so that the figures say how much the intake itself costs on this machine.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +47,9 @@ pub struct IntakeArgs {
     /// Backends to measure.
     #[arg(long, value_enum, default_value_t = Backends::Both)]
     pub backend: Backends,
+    /// Rounds of each route, alternated; the medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// The Redis to use.
     #[arg(
         long,
@@ -74,6 +77,22 @@ pub struct Figures {
     pub p99: Duration,
     /// Answers that were not 2xx.
     pub failures: usize,
+}
+
+impl Figures {
+    /// The median of each figure over several runs; failures are summed.
+    pub fn median(runs: &[Figures]) -> Figures {
+        let mid = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or_default()
+        };
+        Figures {
+            rate: mid(runs.iter().map(|f| f.rate).collect()),
+            p50: Duration::from_secs_f64(mid(runs.iter().map(|f| f.p50.as_secs_f64()).collect())),
+            p99: Duration::from_secs_f64(mid(runs.iter().map(|f| f.p99.as_secs_f64()).collect())),
+            failures: runs.iter().map(|f| f.failures).sum(),
+        }
+    }
 }
 
 /// A realistic amoCRM status-change body for lead `id`.
@@ -207,8 +226,8 @@ async fn clear_namespace(url: &str, namespace: &str) -> anyhow::Result<()> {
 }
 
 async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
-    if args.requests == 0 || args.concurrency == 0 {
-        bail!("--requests and --concurrency must be at least 1");
+    if args.requests == 0 || args.concurrency == 0 || args.rounds == 0 {
+        bail!("--requests, --concurrency and --rounds must be at least 1");
     }
     let dir = tempfile::tempdir().context("a temporary folder for the SQLite file")?;
     let mut backends = Vec::new();
@@ -242,19 +261,34 @@ async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
         )
         .await
         .with_context(|| format!("cannot open the {name} store"))?;
-        let app = Application::build(settings(), store.clone(), Arc::new(Journal)).await?;
+        // The trivial route takes the same bodies and answers 200 without looking at them.
+        let trivial_route = axum::Router::new().route(
+            "/bench/ok",
+            axum::routing::post(|_: axum::body::Bytes| async { axum::http::StatusCode::OK }),
+        );
+        let app = Application::build(settings(), store.clone(), Arc::new(Journal))
+            .await?
+            .merge(trivial_route);
         let addr = app.local_addr();
         let stop = CancellationToken::new();
         let server = tokio::spawn(app.run(stop.clone()));
         let hook = format!("http://{addr}/hooks/amocrm/bench-secret");
-        let trivial = format!("http://{addr}/healthz");
+        let trivial = format!("http://{addr}/bench/ok");
         // Warm up connections and caches; the warm-up bodies use other lead ids.
         let warm: Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync> =
             Arc::new(|i| status_body(10_000_000 + i));
         fire(&hook, 1000.min(args.requests), args.concurrency, Some(warm)).await;
-        let bodies: Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync> = Arc::new(status_body);
-        let webhooks = fire(&hook, args.requests, args.concurrency, Some(bodies)).await;
-        let plain = fire(&trivial, args.requests, args.concurrency, None).await;
+        // Rounds alternate the two routes, so that a passing load on the machine hits both
+        // alike; the medians are reported.
+        let (mut hooks, mut plains) = (Vec::new(), Vec::new());
+        for round in 0..args.rounds {
+            let offset = round * args.requests;
+            let bodies: Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync> =
+                Arc::new(move |i| status_body(offset + i));
+            hooks.push(fire(&hook, args.requests, args.concurrency, Some(bodies.clone())).await);
+            plains.push(fire(&trivial, args.requests, args.concurrency, Some(bodies)).await);
+        }
+        let (webhooks, plain) = (Figures::median(&hooks), Figures::median(&plains));
         let queued = store
             .queue_depth(&store.queue_name(crate::service::jobs::HANDLE_EVENT))
             .await?;
@@ -267,9 +301,16 @@ async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
                 f.failures
             );
         }
+        let ratios: Vec<String> = hooks
+            .iter()
+            .zip(&plains)
+            .map(|(h, p)| format!("{:.0} %", 100.0 * h.rate / p.rate))
+            .collect();
         println!(
-            "{name:<8} webhook throughput = {:.0} % of the trivial route's; {} jobs queued",
+            "{name:<8} webhook throughput = {:.0} % of the trivial route's (median of {} rounds; each round: {}); {} jobs queued",
             100.0 * webhooks.rate / plain.rate,
+            args.rounds,
+            ratios.join(", "),
             queued
         );
         stop.cancel();

@@ -82,6 +82,12 @@ impl Application {
         })
     }
 
+    /// Adds routes of the caller's (the intake benchmark adds a trivial one).
+    pub fn merge(mut self, routes: Router) -> Application {
+        self.router = self.router.merge(routes);
+        self
+    }
+
     /// The address it is bound to (the port is chosen by the OS when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener

@@ -2,6 +2,7 @@
 //! CRM cannot hold (handled events, presence, dead letters). One URL picks the backend;
 //! both behave the same, and one contract test suite runs against each.
 
+mod batch;
 mod redis;
 mod sqlite;
 

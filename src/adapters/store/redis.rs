@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use apalis::prelude::TaskBuilder;
+use apalis::prelude::TaskId;
 use apalis_redis::Config as QueueConfig;
 use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
+use super::batch::{Batcher, Job, by_queue};
 use super::{DeadLetter, Enqueued, JournalEntry, QueueItem, StoreError, StoreSettings};
 use crate::domain::event::Event;
 use crate::domain::presence::Presence;
@@ -18,6 +19,7 @@ use crate::domain::presence::Presence;
 pub struct RedisStore {
     conn: ConnectionManager,
     settings: StoreSettings,
+    batcher: Batcher,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -81,7 +83,15 @@ impl RedisStore {
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_secs(2));
         let conn = ConnectionManager::new_with_config(client, config).await?;
-        Ok(RedisStore { conn, settings })
+        let (writer_conn, writer_settings) = (conn.clone(), settings.clone());
+        let batcher = Batcher::spawn(move |jobs| {
+            write_batch(writer_conn.clone(), writer_settings.clone(), jobs)
+        });
+        Ok(RedisStore {
+            conn,
+            settings,
+            batcher,
+        })
     }
 
     pub(super) fn settings(&self) -> &StoreSettings {
@@ -95,13 +105,7 @@ impl RedisStore {
 
     /// apalis's settings for a queue of this store; the idempotency TTL is the dedup window.
     pub fn queue_config(&self, queue: &str) -> QueueConfig {
-        QueueConfig::default()
-            .queue(queue)
-            .heartbeat_interval(self.settings.heartbeat)
-            .missed_heartbeats(3)
-            .idempotency_ttl(Some(self.settings.dedup_window))
-            // Workers poll every 100 ms; a PUBLISH per job would cost Redis more than it saves.
-            .emit_events(false)
+        queue_config(&self.settings, queue)
     }
 
     fn key(&self, name: &str) -> String {
@@ -115,27 +119,14 @@ impl RedisStore {
     }
 
     pub(super) async fn enqueue(&self, item: QueueItem<'_>) -> Result<Enqueued, StoreError> {
-        // apalis-redis claims the key and adds the job in one Lua script: atomic.
-        let mut builder = TaskBuilder::new(item.payload).idempotency_key(item.key);
-        if let Some(delay) = item.run_after {
-            builder = builder.run_at_timestamp(super::not_before(delay));
-        }
-        let mut conn = self.conn.clone();
-        let (now, later) = apalis_redis::queries::push_tasks(
-            &mut conn,
-            &self.queue_config(item.queue),
-            &[builder.build()],
-        )
-        .await
-        .map_err(|e| match e {
-            apalis_redis::Error::Database(r) => StoreError::Redis(r),
-            other => StoreError::Queue(other.to_string()),
-        })?;
-        Ok(if now + later == 0 {
-            Enqueued::Duplicate
-        } else {
-            Enqueued::New
-        })
+        self.batcher
+            .enqueue(Job {
+                queue: item.queue.to_owned(),
+                payload: item.payload,
+                key: item.key.to_owned(),
+                run_after: item.run_after,
+            })
+            .await
     }
 
     pub(super) async fn queue_depth(&self, queue: &str) -> Result<u64, StoreError> {
@@ -311,4 +302,58 @@ impl RedisStore {
         }
         Ok(n)
     }
+}
+
+fn queue_config(settings: &StoreSettings, queue: &str) -> QueueConfig {
+    QueueConfig::default()
+        .queue(queue)
+        .heartbeat_interval(settings.heartbeat)
+        .missed_heartbeats(3)
+        .idempotency_ttl(Some(settings.dedup_window))
+        // Workers poll every 100 ms; a PUBLISH per job would cost Redis more than it saves.
+        .emit_events(false)
+}
+
+/// Writes a batch of jobs. apalis-redis claims each key and adds each job in one Lua script,
+/// atomically; it answers only how many it added, so when that is fewer than the batch, the
+/// keys say which were already taken: each holds the id of the job that claimed it.
+async fn write_batch(
+    mut conn: ConnectionManager,
+    settings: StoreSettings,
+    jobs: Vec<Job>,
+) -> Result<Vec<Enqueued>, StoreError> {
+    let mut outcomes = vec![Enqueued::New; jobs.len()];
+    for (queue, members) in by_queue(&jobs) {
+        let config = queue_config(&settings, queue);
+        let ids: Vec<String> = members
+            .iter()
+            .map(|_| ulid::Ulid::generate().to_string())
+            .collect();
+        let tasks: Vec<_> = members
+            .iter()
+            .zip(&ids)
+            .map(|(&i, id)| jobs[i].task().task_id(TaskId::from(id.clone())).build())
+            .collect();
+        let (now, later) = apalis_redis::queries::push_tasks(&mut conn, &config, &tasks)
+            .await
+            .map_err(|e| match e {
+                apalis_redis::Error::Database(r) => StoreError::Redis(r),
+                other => StoreError::Queue(other.to_string()),
+            })?;
+        if (now + later) as usize == tasks.len() {
+            continue;
+        }
+        let keys: Vec<String> = members
+            .iter()
+            .map(|&i| format!("{}:{}", config.idempotency_key_set(), jobs[i].key))
+            .collect();
+        let owners: Vec<Option<String>> =
+            redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+        for ((&i, id), owner) in members.iter().zip(&ids).zip(owners) {
+            if owner.as_deref() != Some(id.as_str()) {
+                outcomes[i] = Enqueued::Duplicate;
+            }
+        }
+    }
+    Ok(outcomes)
 }

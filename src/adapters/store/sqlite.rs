@@ -4,13 +4,13 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use apalis::prelude::TaskBuilder;
 use apalis_sqlite::{Config as QueueConfig, SqliteStorage};
 use chrono::{DateTime, Utc};
 use futures::SinkExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use super::batch::{Batcher, Job, by_queue};
 use super::{DeadLetter, Enqueued, JournalEntry, QueueItem, StoreError, StoreSettings};
 use crate::domain::event::Event;
 use crate::domain::presence::Presence;
@@ -20,6 +20,7 @@ use crate::domain::presence::Presence;
 pub struct SqliteStore {
     pool: SqlitePool,
     settings: StoreSettings,
+    batcher: Batcher,
 }
 
 const SCHEMA: &[&str] = &[
@@ -73,7 +74,15 @@ impl SqliteStore {
         for stmt in SCHEMA {
             sqlx::query(*stmt).execute(&pool).await?;
         }
-        Ok(SqliteStore { pool, settings })
+        let (writer_pool, writer_settings) = (pool.clone(), settings.clone());
+        let batcher = Batcher::spawn(move |jobs| {
+            write_batch(writer_pool.clone(), writer_settings.clone(), jobs)
+        });
+        Ok(SqliteStore {
+            pool,
+            settings,
+            batcher,
+        })
     }
 
     pub(super) fn settings(&self) -> &StoreSettings {
@@ -87,10 +96,7 @@ impl SqliteStore {
 
     /// apalis's settings for a queue of this store.
     pub fn queue_config(&self, queue: &str) -> QueueConfig {
-        QueueConfig::default()
-            .queue(queue)
-            .heartbeat_interval(self.settings.heartbeat)
-            .missed_heartbeats(3)
+        queue_config(&self.settings, queue)
     }
 
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
@@ -99,28 +105,14 @@ impl SqliteStore {
     }
 
     pub(super) async fn enqueue(&self, item: QueueItem<'_>) -> Result<Enqueued, StoreError> {
-        // The key lives on the job row itself (a unique index of apalis-sqlite), so the
-        // dedup record and the job commit together. The look-up before is only to report
-        // the outcome: a race between two copies still enqueues one.
-        let seen = sqlx::query("SELECT 1 FROM Jobs WHERE job_type = ?1 AND idempotency_key = ?2")
-            .bind(item.queue)
-            .bind(item.key)
-            .fetch_optional(&self.pool)
-            .await?;
-        if seen.is_some() {
-            return Ok(Enqueued::Duplicate);
-        }
-        let mut builder = TaskBuilder::new(item.payload).idempotency_key(item.key);
-        if let Some(delay) = item.run_after {
-            builder = builder.run_at_timestamp(super::not_before(delay));
-        }
-        let mut storage =
-            SqliteStorage::<()>::new(&self.pool).with_config(self.queue_config(item.queue));
-        storage
-            .send(builder.build())
+        self.batcher
+            .enqueue(Job {
+                queue: item.queue.to_owned(),
+                payload: item.payload,
+                key: item.key.to_owned(),
+                run_after: item.run_after,
+            })
             .await
-            .map_err(|e| StoreError::Queue(e.to_string()))?;
-        Ok(Enqueued::New)
     }
 
     pub(super) async fn queue_depth(&self, queue: &str) -> Result<u64, StoreError> {
@@ -264,4 +256,49 @@ fn dead_letter(r: &sqlx::sqlite::SqliteRow) -> DeadLetter {
         attempts: r.get::<i64, _>(4) as u32,
         failed_at: from_ts(r.get(5)),
     }
+}
+
+fn queue_config(settings: &StoreSettings, queue: &str) -> QueueConfig {
+    QueueConfig::default()
+        .queue(queue)
+        .heartbeat_interval(settings.heartbeat)
+        .missed_heartbeats(3)
+}
+
+/// Writes a batch of jobs in one transaction. The dedup key lives on the job row itself (a
+/// unique index of apalis-sqlite), so a key and its job commit together and a second job
+/// with the key is dropped by SQLite; the look-up before the write is what tells the caller
+/// which jobs were duplicates.
+async fn write_batch(
+    pool: SqlitePool,
+    settings: StoreSettings,
+    jobs: Vec<Job>,
+) -> Result<Vec<Enqueued>, StoreError> {
+    let mut outcomes = vec![Enqueued::New; jobs.len()];
+    for (queue, members) in by_queue(&jobs) {
+        let keys: Vec<&str> = members.iter().map(|&i| jobs[i].key.as_str()).collect();
+        let seen: Vec<String> = sqlx::query_scalar(
+            "SELECT idempotency_key FROM Jobs WHERE job_type = ?1 AND idempotency_key IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(queue)
+        .bind(serde_json::to_string(&keys)?)
+        .fetch_all(&pool)
+        .await?;
+        let mut taken: std::collections::HashSet<&str> = seen.iter().map(String::as_str).collect();
+        let mut tasks = Vec::new();
+        for &i in &members {
+            if taken.insert(jobs[i].key.as_str()) {
+                tasks.push(Ok(jobs[i].task().build()));
+            } else {
+                outcomes[i] = Enqueued::Duplicate;
+            }
+        }
+        let mut storage =
+            SqliteStorage::<()>::new(&pool).with_config(queue_config(&settings, queue));
+        storage
+            .send_all(&mut futures::stream::iter(tasks))
+            .await
+            .map_err(|e| StoreError::Queue(e.to_string()))?;
+    }
+    Ok(outcomes)
 }
