@@ -40,9 +40,8 @@ pub struct Application {
 
 /// The routes, for the server and for tests that call it in process.
 pub fn router(intake: Arc<intake::Intake>) -> Router {
-    let limit = intake.settings.body_limit;
-    let timeout = intake.settings.request_timeout;
-    Router::new()
+    let settings = intake.settings.clone();
+    let routes = Router::new()
         .route("/hooks/amocrm/{secret}", post(intake::amocrm_hook))
         .route("/hooks/bitrix24/{secret}", post(intake::bitrix24_hook))
         .route("/hooks/wazzup/{secret}", post(intake::wazzup_hook))
@@ -50,12 +49,18 @@ pub fn router(intake: Arc<intake::Intake>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::render))
-        .with_state(intake)
-        .layer(DefaultBodyLimit::max(limit))
-        // A request stuck longer than this (a store that hangs) gets 503 so the sender retries.
+        .with_state(intake);
+    with_limits(routes, &settings)
+}
+
+/// The limits every route runs under: the body size, and the time after which a request
+/// stuck on a store that hangs gets 503, so that the sender retries.
+fn with_limits(routes: Router, settings: &Settings) -> Router {
+    routes
+        .layer(DefaultBodyLimit::max(settings.body_limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
-            timeout,
+            settings.request_timeout,
         ))
 }
 
@@ -83,8 +88,9 @@ impl Application {
     }
 
     /// Adds routes of the caller's (the intake benchmark adds a trivial one).
+    /// They run under the same limits as the robot's own.
     pub fn merge(mut self, routes: Router) -> Application {
-        self.router = self.router.merge(routes);
+        self.router = self.router.merge(with_limits(routes, &self.settings));
         self
     }
 
