@@ -1,5 +1,9 @@
 //! The robot's decisions and the words they are made in. Pure: no I/O, no clock.
 
 pub mod event;
+pub mod lead;
+pub mod manager;
 pub mod presence;
+pub mod rate;
 pub mod retry;
+pub mod task;

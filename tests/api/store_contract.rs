@@ -145,3 +145,86 @@ async fn dead_letters_are_listed_and_taken_once(backend: Backend) {
     assert_eq!(store.dead_letters().await.unwrap().len(), 1);
 }
 on_both_backends!(dead_letters_are_listed_and_taken_once);
+
+async fn a_rate_limit_is_shared_by_whoever_uses_the_store(backend: Backend) {
+    use sales_robot::domain::rate::Rate;
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(backend, dir.path()).await;
+    let rate = Rate {
+        per_second: 2.0,
+        burst: 3,
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            store.admit("crm", rate).await.unwrap(),
+            None,
+            "the burst goes at once"
+        );
+    }
+    let wait = store
+        .admit("crm", rate)
+        .await
+        .unwrap()
+        .expect("the fourth waits");
+    assert!(
+        wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+        "{wait:?}"
+    );
+    assert_eq!(
+        store.admit("other", rate).await.unwrap(),
+        None,
+        "limits are by name"
+    );
+    tokio::time::sleep(wait).await;
+    assert_eq!(store.admit("crm", rate).await.unwrap(), None);
+}
+on_both_backends!(a_rate_limit_is_shared_by_whoever_uses_the_store);
+
+async fn values_and_locks(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(backend, dir.path()).await;
+    assert_eq!(store.value("tokens").await.unwrap(), None);
+    store.set_value("tokens", "a").await.unwrap();
+    store.set_value("tokens", "b").await.unwrap();
+    assert_eq!(store.value("tokens").await.unwrap().as_deref(), Some("b"));
+
+    let token = store
+        .try_lock("refresh", Duration::from_millis(300))
+        .await
+        .unwrap()
+        .expect("free");
+    assert!(
+        store
+            .try_lock("refresh", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_none(),
+        "taken"
+    );
+    store.unlock("refresh", "not-the-token").await.unwrap();
+    assert!(
+        store
+            .try_lock("refresh", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_none(),
+        "still taken"
+    );
+    store.unlock("refresh", &token).await.unwrap();
+    let again = store
+        .try_lock("refresh", Duration::from_millis(200))
+        .await
+        .unwrap()
+        .expect("released");
+    // An expired lock can be taken by another holder.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        store
+            .try_lock("refresh", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let _ = again;
+}
+on_both_backends!(values_and_locks);

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::event::Event;
 use crate::domain::presence::Presence;
+use crate::domain::rate::Rate;
 
 pub use self::redis::RedisStore;
 pub use self::sqlite::SqliteStore;
@@ -24,6 +25,21 @@ fn not_before(delay: Duration) -> u64 {
     let at = std::time::SystemTime::now() + delay;
     let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     since.as_secs() + u64::from(since.subsec_nanos() > 0)
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+        * 1000.0
+}
+
+/// A random token for a lock.
+fn lock_token() -> String {
+    use rand::Rng;
+    hex::encode(rand::rng().random::<[u8; 16]>())
 }
 
 /// Where the store lives.
@@ -220,6 +236,35 @@ impl Store {
     /// Removes a dead letter and returns it (to be re-queued).
     pub async fn take_dead(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
         each!(self, s => s.take_dead(id).await)
+    }
+
+    /// Whether a request under the rate limit `bucket` may go now (`None`), or how long to
+    /// wait first. The limit's state lives in the store, so every process sharing the store
+    /// shares the limit.
+    pub async fn admit(&self, bucket: &str, rate: Rate) -> Result<Option<Duration>, StoreError> {
+        each!(self, s => s.admit(bucket, rate).await)
+    }
+
+    /// A small value kept by name (an OAuth token pair, a watermark).
+    pub async fn value(&self, name: &str) -> Result<Option<String>, StoreError> {
+        each!(self, s => s.value(name).await)
+    }
+
+    /// Keeps a small value by name.
+    pub async fn set_value(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        each!(self, s => s.set_value(name, value).await)
+    }
+
+    /// Takes the lock `name` for at most `ttl` unless another holder has it. Returns the
+    /// token to release it with, or `None` when it is taken.
+    pub async fn try_lock(&self, name: &str, ttl: Duration) -> Result<Option<String>, StoreError> {
+        each!(self, s => s.try_lock(name, ttl).await)
+    }
+
+    /// Releases a lock taken with `token` (a lock that expired and went to another holder
+    /// is left alone).
+    pub async fn unlock(&self, name: &str, token: &str) -> Result<(), StoreError> {
+        each!(self, s => s.unlock(name, token).await)
     }
 
     /// Forgets what is older than the dedup window: handled events of the journal and the

@@ -13,6 +13,7 @@ use super::batch::{Batcher, Job, by_queue};
 use super::{DeadLetter, Enqueued, JournalEntry, QueueItem, StoreError, StoreSettings};
 use crate::domain::event::Event;
 use crate::domain::presence::Presence;
+use crate::domain::rate::Rate;
 
 /// The Redis backend.
 #[derive(Clone)]
@@ -65,6 +66,26 @@ for i = 2, #ARGV do
   end
 end
 return forgotten";
+
+/// The GCRA of `domain::rate::admit`, with Redis's clock, so that all replicas agree.
+const ADMIT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local interval = 1000 / tonumber(ARGV[1])
+local tolerance = interval * (math.max(tonumber(ARGV[2]), 1) - 1)
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local ahead = tat - now
+if ahead > tolerance then
+  return tostring(ahead - tolerance)
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now + 1000))
+return '0'";
+
+const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0";
 
 const SWEEP: &str = r"
 local keys = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
@@ -253,6 +274,61 @@ impl RedisStore {
             Some(v) => Some(serde_json::from_str(&v)?),
             None => None,
         })
+    }
+
+    pub(super) async fn admit(
+        &self,
+        bucket: &str,
+        rate: Rate,
+    ) -> Result<Option<Duration>, StoreError> {
+        let mut conn = self.conn.clone();
+        let wait: String = Script::new(ADMIT)
+            .key(self.key(&format!("rate:{bucket}")))
+            .arg(rate.per_second)
+            .arg(rate.burst)
+            .invoke_async(&mut conn)
+            .await?;
+        let wait_ms: f64 = wait.parse().unwrap_or(0.0);
+        Ok((wait_ms > 0.0).then(|| Duration::from_micros((wait_ms * 1000.0).ceil() as u64)))
+    }
+
+    pub(super) async fn value(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.get(self.key(&format!("value:{name}"))).await?)
+    }
+
+    pub(super) async fn set_value(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: () = conn.set(self.key(&format!("value:{name}")), value).await?;
+        Ok(())
+    }
+
+    pub(super) async fn try_lock(
+        &self,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let token = super::lock_token();
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.key(&format!("lock:{name}")))
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut conn)
+            .await?;
+        Ok(set.map(|_| token))
+    }
+
+    pub(super) async fn unlock(&self, name: &str, token: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i32 = Script::new(UNLOCK)
+            .key(self.key(&format!("lock:{name}")))
+            .arg(token)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     pub(super) async fn sweep(

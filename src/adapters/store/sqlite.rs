@@ -1,8 +1,11 @@
 //! The store on an embedded SQLite file: apalis-sqlite's tables for the queue, ours beside
 //! them for the state. WAL mode: a commit survives a crash of the process.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use apalis_sqlite::{Config as QueueConfig, SqliteStorage};
 use chrono::{DateTime, Utc};
@@ -14,6 +17,7 @@ use super::batch::{Batcher, Job, by_queue};
 use super::{DeadLetter, Enqueued, JournalEntry, QueueItem, StoreError, StoreSettings};
 use crate::domain::event::Event;
 use crate::domain::presence::Presence;
+use crate::domain::rate::{Admission, Rate, admit};
 
 /// The SQLite backend.
 #[derive(Clone, Debug)]
@@ -21,6 +25,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     settings: StoreSettings,
     batcher: Batcher,
+    // One process owns an SQLite file, so rate limits can live in memory.
+    rates: Arc<Mutex<HashMap<String, f64>>>,
 }
 
 const SCHEMA: &[&str] = &[
@@ -33,6 +39,10 @@ const SCHEMA: &[&str] = &[
         manager_id TEXT PRIMARY KEY,
         at_unix_ms INTEGER NOT NULL,
         presence TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS robot_values (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        expires_at_ms INTEGER)",
     "CREATE TABLE IF NOT EXISTS robot_dead_letters (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         queue TEXT NOT NULL,
@@ -82,6 +92,7 @@ impl SqliteStore {
             pool,
             settings,
             batcher,
+            rates: Arc::default(),
         })
     }
 
@@ -219,6 +230,76 @@ impl SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.as_ref().map(dead_letter))
+    }
+
+    pub(super) async fn admit(
+        &self,
+        bucket: &str,
+        rate: Rate,
+    ) -> Result<Option<Duration>, StoreError> {
+        let mut rates = self
+            .rates
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match admit(rate, rates.get(bucket).copied(), super::now_ms()) {
+            Admission::Go { tat_ms } => {
+                rates.insert(bucket.to_owned(), tat_ms);
+                Ok(None)
+            }
+            Admission::Wait(wait) => Ok(Some(wait)),
+        }
+    }
+
+    pub(super) async fn value(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT value FROM robot_values WHERE name = ?1 AND expires_at_ms IS NULL",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub(super) async fn set_value(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO robot_values (name, value, expires_at_ms) VALUES (?1, ?2, NULL)
+             ON CONFLICT(name) DO UPDATE SET value = excluded.value, expires_at_ms = NULL",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn try_lock(
+        &self,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let token = super::lock_token();
+        let now = super::now_ms() as i64;
+        // Taken when absent or expired; one statement, so two takers cannot both win.
+        let res = sqlx::query(
+            "INSERT INTO robot_values (name, value, expires_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET value = excluded.value, expires_at_ms = excluded.expires_at_ms
+             WHERE robot_values.expires_at_ms IS NOT NULL AND robot_values.expires_at_ms <= ?4",
+        )
+        .bind(format!("lock:{name}"))
+        .bind(&token)
+        .bind(now + ttl.as_millis() as i64)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok((res.rows_affected() == 1).then_some(token))
+    }
+
+    pub(super) async fn unlock(&self, name: &str, token: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM robot_values WHERE name = ?1 AND value = ?2")
+            .bind(format!("lock:{name}"))
+            .bind(token)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub(super) async fn sweep(

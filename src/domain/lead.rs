@@ -1,0 +1,205 @@
+//! A lead as the robot sees it, whichever CRM holds it: an amoCRM lead or a Bitrix24 deal,
+//! with its contacts and company, and custom fields under the robot's own names.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The value of a custom field, in the robot's words.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FieldValue {
+    /// A number (a score, a turnover, a count).
+    Number(f64),
+    /// Text, or the label of a chosen list item.
+    Text(String),
+    /// Several labels or values (a multi-select, several phones).
+    Many(Vec<String>),
+}
+
+impl FieldValue {
+    /// The value as text (a number in its shortest form, several values joined by ", ").
+    pub fn as_text(&self) -> String {
+        match self {
+            FieldValue::Number(n) => n.to_string(),
+            FieldValue::Text(t) => t.clone(),
+            FieldValue::Many(v) => v.join(", "),
+        }
+    }
+
+    /// The value as a number, when it is one or is text that reads as one.
+    pub fn as_number(&self) -> Option<f64> {
+        match self {
+            FieldValue::Number(n) => Some(*n),
+            FieldValue::Text(t) => t.trim().replace(' ', "").replace(',', ".").parse().ok(),
+            FieldValue::Many(_) => None,
+        }
+    }
+}
+
+/// Custom fields by the robot's names (`category`, `brand`, `score`…), as mapped in the config.
+pub type Fields = BTreeMap<String, FieldValue>;
+
+/// A person at the client.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Contact {
+    /// The CRM's id.
+    pub id: String,
+    /// Full name.
+    pub name: String,
+    /// Phones as the CRM holds them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<String>,
+    /// E-mail addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emails: Vec<String>,
+    /// The lead's main contact.
+    #[serde(default)]
+    pub is_main: bool,
+    /// Mapped custom fields.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: Fields,
+}
+
+/// The client's company.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Company {
+    /// The CRM's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Who owns it in the CRM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responsible_user_id: Option<String>,
+    /// Mapped custom fields (INN, OKVED, turnover…).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: Fields,
+}
+
+/// A lead (amoCRM) or deal (Bitrix24).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Lead {
+    /// The CRM's id.
+    pub id: String,
+    /// Its title.
+    pub name: String,
+    /// The budget in roubles, when filled in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<f64>,
+    /// The stage.
+    pub status_id: String,
+    /// The pipeline (funnel) of the stage.
+    pub pipeline_id: String,
+    /// The responsible manager's user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responsible_user_id: Option<String>,
+    /// Tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Mapped custom fields.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: Fields,
+    /// Why it was lost, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_reason: Option<String>,
+    /// Its contacts, the main one first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<Contact>,
+    /// Its company.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company: Option<Company>,
+    /// Created, Unix seconds.
+    #[serde(default)]
+    pub created_at: i64,
+    /// Last changed, Unix seconds.
+    #[serde(default)]
+    pub updated_at: i64,
+    /// Who changed it last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
+}
+
+/// What to change on a lead; `None` leaves a value as it is.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct LeadUpdate {
+    /// A new responsible manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responsible_user_id: Option<String>,
+    /// A new stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_id: Option<String>,
+    /// The pipeline of the new stage, when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_id: Option<String>,
+    /// A new budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<f64>,
+    /// The loss reason (its id in the CRM), with a move to the lost stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_reason_id: Option<String>,
+    /// Tags to add.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_tags: Vec<String>,
+    /// Mapped custom fields to set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: Fields,
+}
+
+impl LeadUpdate {
+    /// Whether it changes nothing (then no request is sent).
+    pub fn is_empty(&self) -> bool {
+        *self == LeadUpdate::default()
+    }
+}
+
+impl Lead {
+    /// The main contact, or the first.
+    pub fn main_contact(&self) -> Option<&Contact> {
+        self.contacts
+            .iter()
+            .find(|c| c.is_main)
+            .or_else(|| self.contacts.first())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_from_text_the_way_a_manager_types_them() {
+        assert_eq!(
+            FieldValue::Text("150 000,50".into()).as_number(),
+            Some(150000.5)
+        );
+        assert_eq!(FieldValue::Number(3.0).as_text(), "3");
+        assert_eq!(
+            FieldValue::Many(vec!["a".into(), "b".into()]).as_text(),
+            "a, b"
+        );
+    }
+
+    #[test]
+    fn the_main_contact_is_found_or_the_first_is_taken() {
+        let a = Contact {
+            id: "1".into(),
+            ..Contact::default()
+        };
+        let b = Contact {
+            id: "2".into(),
+            is_main: true,
+            ..Contact::default()
+        };
+        let lead = Lead {
+            contacts: vec![a.clone(), b],
+            ..Lead::default()
+        };
+        assert_eq!(lead.main_contact().unwrap().id, "2");
+        let lead = Lead {
+            contacts: vec![a],
+            ..Lead::default()
+        };
+        assert_eq!(lead.main_contact().unwrap().id, "1");
+        assert!(LeadUpdate::default().is_empty());
+    }
+}
