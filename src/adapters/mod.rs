@@ -2,6 +2,7 @@
 
 pub mod amocrm;
 pub mod bitrix24;
+pub mod crm;
 pub mod form;
 pub mod store;
 pub mod wazzup;

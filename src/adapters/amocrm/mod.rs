@@ -1,3 +1,5 @@
-//! amoCRM (Kommo): its webhooks now; its REST API v4 in a later step.
+//! amoCRM (Kommo): its webhooks, and its REST API v4 behind the `Crm` trait.
 
+pub mod api;
+pub mod oauth;
 pub mod webhook;

@@ -1,0 +1,847 @@
+//! The amoCRM REST API v4 behind the `Crm` trait.
+//!
+//! Shapes from the official API v4 reference (amocrm.ru/developers/content/crm_platform) and
+//! the official PHP client (amocrm/amocrm-api-php): `_embedded` lists, `custom_fields_values`,
+//! embedded contacts that carry only `{id, is_main}`, 204 for an empty list, tasks created as
+//! an array, notes under `/{entity}/{id}/notes`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::Method;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+use super::oauth::{Credentials, Tokens};
+use crate::adapters::crm::fields::{AccountField, FieldRef, ResolvedFields};
+use crate::adapters::crm::http::{Limiter, Retries, retry_after};
+use crate::adapters::crm::{Crm, CrmError, LeadFilter};
+use crate::adapters::store::Store;
+use crate::domain::lead::{Company, Contact, FieldValue, Fields, Lead, LeadUpdate};
+use crate::domain::manager::Manager;
+use crate::domain::rate::Rate;
+use crate::domain::task::{EntityKind, EntityRef, Named, NewTask, Stage, Task, TaskKind};
+
+/// amoCRM's limit: 7 requests a second per integration. The robot keeps 2 % under it, so
+/// that the jitter of the network never lets eight land within one second.
+pub const RATE: Rate = Rate {
+    per_second: 7.0 / 1.02,
+    burst: 1,
+};
+
+/// The largest page amoCRM serves.
+const PAGE: usize = 250;
+
+/// Our names of custom fields, per kind of record, as the config maps them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FieldMapping {
+    /// Lead fields.
+    pub leads: BTreeMap<String, FieldRef>,
+    /// Contact fields.
+    pub contacts: BTreeMap<String, FieldRef>,
+    /// Company fields.
+    pub companies: BTreeMap<String, FieldRef>,
+}
+
+#[derive(Debug, Default)]
+struct Resolved {
+    leads: ResolvedFields,
+    contacts: ResolvedFields,
+    companies: ResolvedFields,
+}
+
+/// An amoCRM account.
+#[derive(Debug)]
+pub struct AmoCrm {
+    http: reqwest::Client,
+    base: String,
+    tokens: Tokens,
+    limiter: Limiter,
+    retries: Retries,
+    mapping: FieldMapping,
+    resolved: OnceCell<Resolved>,
+}
+
+fn entity_path(kind: EntityKind) -> &'static str {
+    match kind {
+        EntityKind::Lead => "leads",
+        EntityKind::Contact => "contacts",
+        EntityKind::Company => "companies",
+    }
+}
+
+fn id_of(v: &Value) -> Option<String> {
+    match v {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn embedded<'a>(v: &'a Value, list: &str) -> &'a [Value] {
+    v.pointer(&format!("/_embedded/{list}"))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+/// The CRM's own explanation of an error (problem+json `title`/`detail`, validation errors).
+fn problem(text: &str) -> String {
+    let short: String = text.chars().take(500).collect();
+    match serde_json::from_str::<Value>(text) {
+        Ok(v) => {
+            let mut parts: Vec<String> = ["title", "detail"]
+                .iter()
+                .filter_map(|k| v.get(*k).and_then(Value::as_str).map(str::to_owned))
+                .collect();
+            if let Some(errors) = v.get("validation-errors") {
+                parts.push(errors.to_string());
+            }
+            if parts.is_empty() {
+                short
+            } else {
+                parts.join(": ")
+            }
+        }
+        Err(_) => short,
+    }
+}
+
+impl AmoCrm {
+    /// A client of the account at `base` (`https://robotdemo.amocrm.ru`); its rate limit is
+    /// kept in `store`, shared with every process on it.
+    pub fn new(
+        base: &str,
+        credentials: Credentials,
+        store: Store,
+        mapping: FieldMapping,
+    ) -> AmoCrm {
+        let base = base.trim_end_matches('/').to_owned();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("sales-robot/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("an HTTP client with default TLS");
+        let limiter = Limiter::new(store.clone(), format!("amocrm:{base}"), RATE);
+        let tokens = Tokens::new(credentials, http.clone(), &base, store, limiter.clone());
+        AmoCrm {
+            http,
+            base,
+            tokens,
+            limiter,
+            retries: Retries::default(),
+            mapping,
+            resolved: OnceCell::new(),
+        }
+    }
+
+    /// Retries with other waits (tests make them short).
+    pub fn with_retries(mut self, retries: Retries) -> AmoCrm {
+        self.retries = retries;
+        self
+    }
+
+    /// The token keeper (for `auth amocrm --code`).
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
+    /// One API call: a turn under the rate limit, the bearer token, retries on 429, 5xx and
+    /// network errors, one token renewal on 401. `None` is amoCRM's 204 (nothing there).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, CrmError> {
+        let mut renewed = false;
+        let mut last = String::new();
+        for attempt in 1..=self.retries.attempts {
+            self.limiter.turn().await?;
+            let token = self.tokens.access().await?;
+            let mut request = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .bearer_auth(token.expose_secret())
+                .query(query);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let wait = match request.send().await {
+                Err(e) => {
+                    last = format!("{method} {path}: {e}");
+                    self.retries.backoff(attempt)
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    let text = response.text().await.unwrap_or_default();
+                    match status.as_u16() {
+                        204 => return Ok(None),
+                        200..=299 => {
+                            if text.trim().is_empty() {
+                                return Ok(None);
+                            }
+                            return serde_json::from_str(&text).map(Some).map_err(|e| {
+                                CrmError::Unexpected(format!("{method} {path}: {e}"))
+                            });
+                        }
+                        401 if !renewed => {
+                            renewed = true;
+                            self.tokens.renew(&token).await?;
+                            continue;
+                        }
+                        401 => {
+                            return Err(CrmError::Unauthorized(format!(
+                                "{method} {path}: {}",
+                                problem(&text)
+                            )));
+                        }
+                        429 => {
+                            last = format!("{method} {path}: 429 {}", problem(&text));
+                            retry_after(&headers).unwrap_or_else(|| self.retries.backoff(attempt))
+                        }
+                        // 403 after too many 429s: the account is blocked for a while.
+                        403 | 500..=599 => {
+                            last = format!("{method} {path}: {status} {}", problem(&text));
+                            self.retries.backoff(attempt)
+                        }
+                        404 => return Ok(None),
+                        _ => {
+                            return Err(CrmError::Rejected(format!(
+                                "{method} {path}: {status} {}",
+                                problem(&text)
+                            )));
+                        }
+                    }
+                }
+            };
+            if attempt < self.retries.attempts {
+                tracing::warn!(error = %last, retry_in = ?wait, "amoCRM call failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Err(CrmError::Unavailable(last))
+    }
+
+    async fn get(&self, path: &str, query: &[(String, String)]) -> Result<Option<Value>, CrmError> {
+        self.call(Method::GET, path, query, None).await
+    }
+
+    /// Every page of a list, to the end (a 204 or a short page ends it).
+    async fn all_pages(
+        &self,
+        path: &str,
+        list: &str,
+        query: &[(String, String)],
+    ) -> Result<Vec<Value>, CrmError> {
+        let mut items = Vec::new();
+        for page in 1.. {
+            let mut q = query.to_vec();
+            q.push(("page".into(), page.to_string()));
+            q.push(("limit".into(), PAGE.to_string()));
+            let Some(body) = self.get(path, &q).await? else {
+                break;
+            };
+            let batch = embedded(&body, list);
+            items.extend_from_slice(batch);
+            if batch.len() < PAGE || body.pointer("/_links/next").is_none() {
+                break;
+            }
+        }
+        Ok(items)
+    }
+
+    async fn resolved(&self) -> Result<&Resolved, CrmError> {
+        self.resolved
+            .get_or_try_init(|| async {
+                let (resolved, missing) = self.resolve_fields().await?;
+                if !missing.is_empty() {
+                    tracing::warn!(missing = ?missing, "custom fields of the config that the amoCRM account does not have are skipped");
+                }
+                Ok(resolved)
+            })
+            .await
+    }
+
+    async fn account_fields(&self, entity: &str) -> Result<Vec<AccountField>, CrmError> {
+        let fields = self
+            .all_pages(
+                &format!("/api/v4/{entity}/custom_fields"),
+                "custom_fields",
+                &[],
+            )
+            .await?;
+        Ok(fields
+            .iter()
+            .filter_map(|f| {
+                Some(AccountField {
+                    id: id_of(f.get("id")?)?,
+                    name: f.get("name")?.as_str()?.to_owned(),
+                    numeric: f.get("type").and_then(Value::as_str) == Some("numeric"),
+                })
+            })
+            .collect())
+    }
+
+    async fn resolve_fields(&self) -> Result<(Resolved, Vec<String>), CrmError> {
+        let mut missing = Vec::new();
+        let mut resolve =
+            |wanted: &BTreeMap<String, FieldRef>, account: Vec<AccountField>, what: &str| {
+                let (r, m) = ResolvedFields::resolve(wanted, &account);
+                missing.extend(m.into_iter().map(|m| format!("{what} {m}")));
+                r
+            };
+        let leads = if self.mapping.leads.is_empty() {
+            ResolvedFields::default()
+        } else {
+            resolve(
+                &self.mapping.leads,
+                self.account_fields("leads").await?,
+                "lead field",
+            )
+        };
+        let contacts = if self.mapping.contacts.is_empty() {
+            ResolvedFields::default()
+        } else {
+            resolve(
+                &self.mapping.contacts,
+                self.account_fields("contacts").await?,
+                "contact field",
+            )
+        };
+        let companies = if self.mapping.companies.is_empty() {
+            ResolvedFields::default()
+        } else {
+            resolve(
+                &self.mapping.companies,
+                self.account_fields("companies").await?,
+                "company field",
+            )
+        };
+        Ok((
+            Resolved {
+                leads,
+                contacts,
+                companies,
+            },
+            missing,
+        ))
+    }
+
+    /// What of the config the account lacks: custom fields, for `crm check`.
+    pub async fn check_fields(&self) -> Result<Vec<String>, CrmError> {
+        Ok(self.resolve_fields().await?.1)
+    }
+
+    fn read_fields(v: &Value, resolved: &ResolvedFields) -> Fields {
+        let mut fields = Fields::new();
+        for f in v
+            .get("custom_fields_values")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
+            let Some(ours) = f
+                .get("field_id")
+                .and_then(id_of)
+                .and_then(|id| resolved.ours(&id).map(str::to_owned))
+            else {
+                continue;
+            };
+            let values: Vec<&Value> = f
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|v| v.iter().filter_map(|x| x.get("value")).collect())
+                .unwrap_or_default();
+            let value = match values.as_slice() {
+                [] => continue,
+                [Value::Number(n)] => FieldValue::Number(n.as_f64().unwrap_or_default()),
+                [one] => FieldValue::Text(
+                    one.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| one.to_string()),
+                ),
+                many => FieldValue::Many(
+                    many.iter()
+                        .map(|x| {
+                            x.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| x.to_string())
+                        })
+                        .collect(),
+                ),
+            };
+            fields.insert(ours, value);
+        }
+        fields
+    }
+
+    fn write_fields(fields: &Fields, resolved: &ResolvedFields) -> Vec<Value> {
+        fields
+            .iter()
+            .filter_map(|(ours, value)| {
+                let Some(field) = resolved.field(ours) else {
+                    tracing::warn!(field = %ours, "not mapped to an amoCRM field: not written");
+                    return None;
+                };
+                let id: Value = field
+                    .id
+                    .parse::<u64>()
+                    .map(Value::from)
+                    .unwrap_or_else(|_| Value::from(field.id.clone()));
+                let values: Vec<Value> = match value {
+                    FieldValue::Many(items) => items.iter().map(|i| json!({"value": i})).collect(),
+                    v if field.numeric => vec![json!({"value": v.as_number().unwrap_or_default()})],
+                    v => vec![json!({"value": v.as_text()})],
+                };
+                Some(json!({"field_id": id, "values": values}))
+            })
+            .collect()
+    }
+
+    fn multitext(v: &Value, code: &str) -> Vec<String> {
+        v.get("custom_fields_values")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|f| f.get("field_code").and_then(Value::as_str) == Some(code))
+            .flat_map(|f| {
+                f.get("values")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|x| x.get("value").and_then(Value::as_str).map(str::to_owned))
+            .collect()
+    }
+
+    fn read_contact(v: &Value, resolved: &ResolvedFields) -> Option<Contact> {
+        Some(Contact {
+            id: id_of(v.get("id")?)?,
+            name: v
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            phones: Self::multitext(v, "PHONE"),
+            emails: Self::multitext(v, "EMAIL"),
+            is_main: false,
+            fields: Self::read_fields(v, resolved),
+        })
+    }
+
+    fn read_company(v: &Value, resolved: &ResolvedFields) -> Option<Company> {
+        Some(Company {
+            id: id_of(v.get("id")?)?,
+            name: v
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            responsible_user_id: v.get("responsible_user_id").and_then(id_of),
+            fields: Self::read_fields(v, resolved),
+        })
+    }
+
+    fn read_lead(v: &Value, resolved: &ResolvedFields) -> Option<Lead> {
+        let int = |k: &str| v.get(k).and_then(Value::as_i64).unwrap_or_default();
+        Some(Lead {
+            id: id_of(v.get("id")?)?,
+            name: v
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            budget: v.get("price").and_then(Value::as_f64).filter(|p| *p > 0.0),
+            status_id: v.get("status_id").and_then(id_of).unwrap_or_default(),
+            pipeline_id: v.get("pipeline_id").and_then(id_of).unwrap_or_default(),
+            responsible_user_id: v.get("responsible_user_id").and_then(id_of),
+            tags: embedded(v, "tags")
+                .iter()
+                .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_owned))
+                .collect(),
+            fields: Self::read_fields(v, resolved),
+            loss_reason: embedded(v, "loss_reason")
+                .first()
+                .and_then(|r| r.get("name").and_then(Value::as_str).map(str::to_owned))
+                .or_else(|| v.get("loss_reason_id").and_then(id_of)),
+            contacts: Vec::new(),
+            company: None,
+            created_at: int("created_at"),
+            updated_at: int("updated_at"),
+            updated_by: v.get("updated_by").and_then(id_of),
+        })
+    }
+
+    async fn patch(&self, path: &str, body: Value) -> Result<(), CrmError> {
+        self.call(Method::PATCH, path, &[], Some(&body))
+            .await
+            .map(|_| ())
+    }
+}
+
+fn task_type(kind: TaskKind) -> u64 {
+    // amoCRM's built-in task types: 1 call, 2 meeting, 3 letter.
+    match kind {
+        TaskKind::Call => 1,
+        TaskKind::Meeting => 2,
+        TaskKind::Letter => 3,
+        TaskKind::Other => 1,
+    }
+}
+
+fn task_kind(code: Option<i64>) -> TaskKind {
+    match code {
+        Some(1) => TaskKind::Call,
+        Some(2) => TaskKind::Meeting,
+        Some(3) => TaskKind::Letter,
+        _ => TaskKind::Other,
+    }
+}
+
+fn numeric(id: &str) -> Value {
+    id.parse::<u64>()
+        .map(Value::from)
+        .unwrap_or_else(|_| Value::from(id))
+}
+
+#[async_trait]
+impl Crm for AmoCrm {
+    async fn lead(&self, id: &str) -> Result<Option<Lead>, CrmError> {
+        let resolved = self.resolved().await?;
+        let with = [(
+            "with".to_owned(),
+            "contacts,companies,loss_reason".to_owned(),
+        )];
+        let Some(body) = self.get(&format!("/api/v4/leads/{id}"), &with).await? else {
+            return Ok(None);
+        };
+        let Some(mut lead) = Self::read_lead(&body, &resolved.leads) else {
+            return Err(CrmError::Unexpected(format!(
+                "lead {id} has no id in amoCRM's answer"
+            )));
+        };
+        // Embedded contacts carry only their ids: one more read fetches them all.
+        let linked: Vec<(String, bool)> = embedded(&body, "contacts")
+            .iter()
+            .filter_map(|c| {
+                Some((
+                    id_of(c.get("id")?)?,
+                    c.get("is_main").and_then(Value::as_bool).unwrap_or(false),
+                ))
+            })
+            .collect();
+        if !linked.is_empty() {
+            let query: Vec<(String, String)> = linked
+                .iter()
+                .map(|(id, _)| ("filter[id][]".to_owned(), id.clone()))
+                .collect();
+            let found = self
+                .get("/api/v4/contacts", &query)
+                .await?
+                .unwrap_or(Value::Null);
+            let mut contacts: Vec<Contact> = embedded(&found, "contacts")
+                .iter()
+                .filter_map(|c| Self::read_contact(c, &resolved.contacts))
+                .collect();
+            for c in &mut contacts {
+                c.is_main = linked.iter().any(|(id, main)| *id == c.id && *main);
+            }
+            contacts.sort_by_key(|c| !c.is_main);
+            lead.contacts = contacts;
+        }
+        if let Some(company_id) = embedded(&body, "companies")
+            .first()
+            .and_then(|c| c.get("id"))
+            .and_then(id_of)
+        {
+            lead.company = self.company(&company_id).await?;
+        }
+        Ok(Some(lead))
+    }
+
+    async fn update_lead(&self, id: &str, update: &LeadUpdate) -> Result<(), CrmError> {
+        if update.is_empty() {
+            return Ok(());
+        }
+        let resolved = self.resolved().await?;
+        let mut body = serde_json::Map::new();
+        if let Some(v) = &update.responsible_user_id {
+            body.insert("responsible_user_id".into(), numeric(v));
+        }
+        if let Some(v) = &update.status_id {
+            body.insert("status_id".into(), numeric(v));
+        }
+        if let Some(v) = &update.pipeline_id {
+            body.insert("pipeline_id".into(), numeric(v));
+        }
+        if let Some(v) = update.budget {
+            body.insert("price".into(), json!(v.round() as i64));
+        }
+        if let Some(v) = &update.loss_reason_id {
+            body.insert("loss_reason_id".into(), numeric(v));
+        }
+        let fields = Self::write_fields(&update.fields, &resolved.leads);
+        if !fields.is_empty() {
+            body.insert("custom_fields_values".into(), Value::from(fields));
+        }
+        if !update.add_tags.is_empty() {
+            body.insert(
+                "tags_to_add".into(),
+                update.add_tags.iter().map(|t| json!({"name": t})).collect(),
+            );
+        }
+        self.patch(&format!("/api/v4/leads/{id}"), Value::Object(body))
+            .await
+    }
+
+    async fn leads(&self, filter: &LeadFilter) -> Result<Vec<Lead>, CrmError> {
+        let resolved = self.resolved().await?;
+        let mut q: Vec<(String, String)> = Vec::new();
+        let mut add = |k: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                q.push((k.to_owned(), v.clone()));
+            }
+        };
+        add(
+            "filter[created_at][from]",
+            &filter.created_from.map(|t| t.to_string()),
+        );
+        add(
+            "filter[created_at][to]",
+            &filter.created_to.map(|t| t.to_string()),
+        );
+        add(
+            "filter[updated_at][from]",
+            &filter.updated_from.map(|t| t.to_string()),
+        );
+        add("filter[responsible_user_id]", &filter.responsible_user_id);
+        if filter.pipeline_id.is_some() || filter.status_id.is_some() {
+            add("filter[statuses][0][pipeline_id]", &filter.pipeline_id);
+            add("filter[statuses][0][status_id]", &filter.status_id);
+        }
+        let items = self.all_pages("/api/v4/leads", "leads", &q).await?;
+        Ok(items
+            .iter()
+            .filter_map(|v| Self::read_lead(v, &resolved.leads))
+            .collect())
+    }
+
+    async fn create_task(&self, task: &NewTask) -> Result<String, CrmError> {
+        let body = json!([{
+            "text": task.text,
+            "complete_till": task.deadline,
+            "task_type_id": task_type(task.kind),
+            "responsible_user_id": numeric(&task.responsible_user_id),
+            "entity_id": numeric(&task.entity.id),
+            "entity_type": entity_path(task.entity.kind),
+        }]);
+        let answer = self
+            .call(Method::POST, "/api/v4/tasks", &[], Some(&body))
+            .await?
+            .unwrap_or(Value::Null);
+        embedded(&answer, "tasks")
+            .first()
+            .and_then(|t| t.get("id"))
+            .and_then(id_of)
+            .ok_or_else(|| {
+                CrmError::Unexpected("amoCRM created a task but did not say its id".into())
+            })
+    }
+
+    async fn complete_task(&self, id: &str, result: &str) -> Result<(), CrmError> {
+        self.patch(
+            &format!("/api/v4/tasks/{id}"),
+            json!({"is_completed": true, "result": {"text": result}}),
+        )
+        .await
+    }
+
+    async fn open_tasks(&self) -> Result<Vec<Task>, CrmError> {
+        let items = self
+            .all_pages(
+                "/api/v4/tasks",
+                "tasks",
+                &[("filter[is_completed]".into(), "0".into())],
+            )
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|t| {
+                let entity = match (
+                    t.get("entity_type").and_then(Value::as_str),
+                    t.get("entity_id").and_then(id_of),
+                ) {
+                    (Some("leads"), Some(id)) => Some(EntityRef {
+                        kind: EntityKind::Lead,
+                        id,
+                    }),
+                    (Some("contacts"), Some(id)) => Some(EntityRef {
+                        kind: EntityKind::Contact,
+                        id,
+                    }),
+                    (Some("companies"), Some(id)) => Some(EntityRef {
+                        kind: EntityKind::Company,
+                        id,
+                    }),
+                    _ => None,
+                };
+                Some(Task {
+                    id: id_of(t.get("id")?)?,
+                    kind: task_kind(t.get("task_type_id").and_then(Value::as_i64)),
+                    text: t
+                        .get("text")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    deadline: t
+                        .get("complete_till")
+                        .and_then(Value::as_i64)
+                        .unwrap_or_default(),
+                    responsible_user_id: t
+                        .get("responsible_user_id")
+                        .and_then(id_of)
+                        .unwrap_or_default(),
+                    entity,
+                    completed: t
+                        .get("is_completed")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                })
+            })
+            .filter(|t| !t.completed)
+            .collect())
+    }
+
+    async fn add_note(&self, entity: &EntityRef, text: &str) -> Result<(), CrmError> {
+        let body = json!([{"note_type": "common", "params": {"text": text}}]);
+        self.call(
+            Method::POST,
+            &format!("/api/v4/{}/{}/notes", entity_path(entity.kind), entity.id),
+            &[],
+            Some(&body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn company(&self, id: &str) -> Result<Option<Company>, CrmError> {
+        let resolved = self.resolved().await?;
+        Ok(self
+            .get(&format!("/api/v4/companies/{id}"), &[])
+            .await?
+            .and_then(|v| Self::read_company(&v, &resolved.companies)))
+    }
+
+    async fn update_company(&self, id: &str, fields: &Fields) -> Result<(), CrmError> {
+        let resolved = self.resolved().await?;
+        let values = Self::write_fields(fields, &resolved.companies);
+        if values.is_empty() {
+            return Ok(());
+        }
+        self.patch(
+            &format!("/api/v4/companies/{id}"),
+            json!({"custom_fields_values": values}),
+        )
+        .await
+    }
+
+    async fn contact(&self, id: &str) -> Result<Option<Contact>, CrmError> {
+        let resolved = self.resolved().await?;
+        Ok(self
+            .get(&format!("/api/v4/contacts/{id}"), &[])
+            .await?
+            .and_then(|v| Self::read_contact(&v, &resolved.contacts)))
+    }
+
+    async fn update_contact(&self, id: &str, fields: &Fields) -> Result<(), CrmError> {
+        let resolved = self.resolved().await?;
+        let values = Self::write_fields(fields, &resolved.contacts);
+        if values.is_empty() {
+            return Ok(());
+        }
+        self.patch(
+            &format!("/api/v4/contacts/{id}"),
+            json!({"custom_fields_values": values}),
+        )
+        .await
+    }
+
+    async fn managers(&self) -> Result<Vec<Manager>, CrmError> {
+        let users = self.all_pages("/api/v4/users", "users", &[]).await?;
+        Ok(users
+            .iter()
+            .filter_map(|u| {
+                Some(Manager {
+                    id: id_of(u.get("id")?)?,
+                    name: u
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    email: u.get("email").and_then(Value::as_str).map(str::to_owned),
+                    active: u
+                        .pointer("/rights/is_active")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(true),
+                })
+            })
+            .collect())
+    }
+
+    async fn stages(&self) -> Result<Vec<Stage>, CrmError> {
+        let pipelines = self
+            .all_pages("/api/v4/leads/pipelines", "pipelines", &[])
+            .await?;
+        Ok(pipelines
+            .iter()
+            .flat_map(|p| {
+                let pipeline = Named {
+                    id: p.get("id").and_then(id_of).unwrap_or_default(),
+                    name: p
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                };
+                embedded(p, "statuses")
+                    .iter()
+                    .filter_map(|s| {
+                        Some(Stage {
+                            id: id_of(s.get("id")?)?,
+                            name: s
+                                .get("name")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_owned(),
+                            pipeline: pipeline.clone(),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect())
+    }
+
+    async fn loss_reasons(&self) -> Result<Vec<Named>, CrmError> {
+        let reasons = self
+            .all_pages("/api/v4/leads/loss_reasons", "loss_reasons", &[])
+            .await?;
+        Ok(reasons
+            .iter()
+            .filter_map(|r| {
+                Some(Named {
+                    id: id_of(r.get("id")?)?,
+                    name: r
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                })
+            })
+            .collect())
+    }
+}
