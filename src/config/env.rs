@@ -18,6 +18,12 @@ pub const HOOK_SECRET_VAR: &str = "ROBOT_HOOK_SECRET";
 pub const PRESENCE_TOKEN_VAR: &str = "ROBOT_PRESENCE_TOKEN";
 /// The `application_token` Bitrix24 sends with its events.
 pub const BITRIX24_APP_TOKEN_VAR: &str = "ROBOT_BITRIX24_APP_TOKEN";
+/// amoCRM's long-lived token, used when `[amocrm]` has no `client_id`.
+pub const AMOCRM_TOKEN_VAR: &str = "ROBOT_AMOCRM_TOKEN";
+/// The secret key of the amoCRM OAuth integration named by `client_id`.
+pub const AMOCRM_CLIENT_SECRET_VAR: &str = "ROBOT_AMOCRM_CLIENT_SECRET";
+/// Bitrix24's inbound webhook URL, `https://portal/rest/1/abc…/`: the token is part of it.
+pub const BITRIX24_WEBHOOK_VAR: &str = "ROBOT_BITRIX24_WEBHOOK";
 /// The directory that holds the rule files.
 pub const CONFIG_DIR_VAR: &str = "ROBOT_CONFIG_DIR";
 
@@ -33,6 +39,9 @@ const RESERVED: &[&str] = &[
     HOOK_SECRET_VAR,
     PRESENCE_TOKEN_VAR,
     BITRIX24_APP_TOKEN_VAR,
+    AMOCRM_TOKEN_VAR,
+    AMOCRM_CLIENT_SECRET_VAR,
+    BITRIX24_WEBHOOK_VAR,
     CONFIG_DIR_VAR,
 ];
 
@@ -92,6 +101,13 @@ pub struct Secrets {
     pub presence_token: Option<SecretString>,
     /// `ROBOT_BITRIX24_APP_TOKEN`: the `application_token` Bitrix24 sends with events.
     pub bitrix24_app_token: Option<SecretString>,
+    /// `ROBOT_AMOCRM_TOKEN`: amoCRM's long-lived token.
+    pub amocrm_token: Option<SecretString>,
+    /// `ROBOT_AMOCRM_CLIENT_SECRET`: the amoCRM OAuth integration's secret key.
+    pub amocrm_client_secret: Option<SecretString>,
+    /// `ROBOT_BITRIX24_WEBHOOK`: the inbound webhook URL Bitrix24's REST API is called at;
+    /// a secret because the token is part of the URL.
+    pub bitrix24_webhook: Option<SecretString>,
 }
 
 impl Secrets {
@@ -108,6 +124,9 @@ impl Secrets {
             hook_secret: read(HOOK_SECRET_VAR),
             presence_token: read(PRESENCE_TOKEN_VAR),
             bitrix24_app_token: read(BITRIX24_APP_TOKEN_VAR),
+            amocrm_token: read(AMOCRM_TOKEN_VAR),
+            amocrm_client_secret: read(AMOCRM_CLIENT_SECRET_VAR),
+            bitrix24_webhook: read(BITRIX24_WEBHOOK_VAR),
         }
     }
 }
@@ -121,6 +140,9 @@ pub(crate) enum Kind {
     Boolean,
     /// Comma-separated in the environment.
     Array(Box<Kind>),
+    /// A table of its own (`[fields.leads]`): no variable sets it, since a map has no
+    /// sensible single value.
+    Table,
 }
 
 impl Kind {
@@ -132,6 +154,7 @@ impl Kind {
             toml::Value::Array(items) => {
                 Kind::Array(Box::new(items.first().map_or(Kind::String, Kind::of)))
             }
+            toml::Value::Table(_) => Kind::Table,
             // Strings, and anything else a rule file would write as a string.
             _ => Kind::String,
         }
@@ -144,6 +167,7 @@ impl Kind {
             Kind::Float => "a number".into(),
             Kind::Boolean => "true or false".into(),
             Kind::Array(item) => format!("a comma-separated list of {}", item.expected()),
+            Kind::Table => "a table, which only robot.toml can hold".into(),
         }
     }
 
@@ -166,6 +190,7 @@ impl Kind {
                     .map(|piece| item.convert(piece))
                     .collect::<Option<_>>()?,
             ),
+            Kind::Table => return None,
         })
     }
 }
@@ -176,8 +201,15 @@ pub(crate) struct KeySpec {
     pub section: String,
     pub key: String,
     pub kind: Kind,
-    /// `ROBOT_<SECTION>_<KEY>`.
+    /// `ROBOT_<SECTION>_<KEY>`; read only when [`KeySpec::has_var`].
     pub var: String,
+}
+
+impl KeySpec {
+    /// Whether a variable can set the key: tables are written in the file only.
+    pub fn has_var(&self) -> bool {
+        self.kind != Kind::Table
+    }
 }
 
 /// Every key, derived from the serialized types, so a new field gets its variable without
@@ -219,7 +251,7 @@ pub(crate) fn overrides(
 ) -> (Vec<Override>, Vec<Problem>) {
     let mut found = Vec::new();
     let mut problems = Vec::new();
-    for spec in schema {
+    for spec in schema.iter().filter(|s| s.has_var()) {
         let full = env.get(&spec.var).map(|v| (spec.var.as_str(), v));
         let alias = ALIASES
             .iter()
@@ -265,6 +297,7 @@ pub(crate) fn overrides(
 pub(crate) fn unknown_vars(file: &Path, env: &Env, schema: &[KeySpec]) -> Vec<Problem> {
     let known: Vec<&str> = schema
         .iter()
+        .filter(|s| s.has_var())
         .map(|s| s.var.as_str())
         .chain(ALIASES.iter().map(|(alias, _)| *alias))
         .chain(RESERVED.iter().copied())
@@ -286,17 +319,21 @@ pub(crate) fn unknown_vars(file: &Path, env: &Env, schema: &[KeySpec]) -> Vec<Pr
             .iter()
             .find(|s| rest.starts_with(&format!("{}_", s.section.to_uppercase())))
             .map(|s| s.section.as_str());
+        let settable = |section: &str| {
+            schema
+                .iter()
+                .filter(|s| s.section == section && s.has_var())
+                .map(|s| s.var.as_str())
+                .collect::<Vec<_>>()
+        };
         let hint = match (near, section) {
             (Some(near), _) => format!("did you mean {PREFIX}{near}?"),
-            (None, Some(section)) => format!(
-                "[{section}] is set by {}",
-                schema
-                    .iter()
-                    .filter(|s| s.section == section)
-                    .map(|s| s.var.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            (None, Some(section)) if settable(section).is_empty() => {
+                format!("[{section}] is not set from the environment: write it in robot.toml")
+            }
+            (None, Some(section)) => {
+                format!("[{section}] is set by {}", settable(section).join(", "))
+            }
             // Not like any setting: some other program's variable, leave it alone.
             (None, None) => continue,
         };
@@ -331,6 +368,22 @@ mod tests {
             Some(&Kind::Array(Box::new(Kind::String)))
         );
         assert_eq!(find("ROBOT_PRESENCE_FRESH_FOR"), Some(&Kind::String));
+        assert_eq!(find("ROBOT_CRM_KIND"), Some(&Kind::String));
+        assert_eq!(find("ROBOT_AMOCRM_BASE_URL"), Some(&Kind::String));
+        assert_eq!(find("ROBOT_AMOCRM_CLIENT_ID"), Some(&Kind::String));
+        assert_eq!(find("ROBOT_AMOCRM_REDIRECT_URI"), Some(&Kind::String));
+        assert_eq!(find("ROBOT_AMOCRM_RATE_PER_SECOND"), Some(&Kind::Float));
+        assert_eq!(find("ROBOT_BITRIX24_RATE_PER_SECOND"), Some(&Kind::Float));
+        assert_eq!(find("ROBOT_BITRIX24_BURST"), Some(&Kind::Integer));
+        assert_eq!(find("ROBOT_BITRIX24_TODO_VIA"), Some(&Kind::String));
+        // Maps are listed, so the file's [fields.leads] is known, but have no variable.
+        for table in ["leads", "contacts", "companies"] {
+            let spec = schema
+                .iter()
+                .find(|s| s.section == "fields" && s.key == table)
+                .unwrap();
+            assert!(!spec.has_var(), "{spec:?}");
+        }
     }
 
     #[test]
@@ -377,6 +430,8 @@ mod tests {
             ("ROBOT_LOG", "debug"),
             ("ROBOT_HOOK_SECRET", "x"),
             ("ROBOT_CONFIG_DIR", "x"),
+            ("ROBOT_AMOCRM_TOKEN", "x"),
+            ("ROBOT_BITRIX24_WEBHOOK", "x"),
             ("HOME", "/root"),
         ]);
         let problems = unknown_vars(Path::new("robot.toml"), &env, &schema());

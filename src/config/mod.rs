@@ -9,7 +9,7 @@
 //! short [`ALIASES`] `ROBOT_LISTEN` and `ROBOT_DATA_DIR`. A variable wins over the file;
 //! setting a key of an absent optional section (`ROBOT_AMOCRM_SUBDOMAIN`) creates the section.
 //! The value is read as the key's type: text as is, numbers as numbers, lists
-//! comma-separated.
+//! comma-separated. Keys that hold tables of their own (`[fields.leads]`) have no variable.
 //!
 //! How it works: the file is parsed into a tree that remembers where each value came from
 //! (`toml::de::DeTable`), environment values are put into the same tree with made-up
@@ -37,16 +37,18 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use duration::{Span, SpanError};
 pub use env::{
-    ALIASES, BITRIX24_APP_TOKEN_VAR, CONFIG_DIR_VAR, Env, HOOK_SECRET_VAR, PREFIX,
-    PRESENCE_TOKEN_VAR, Secrets,
+    ALIASES, AMOCRM_CLIENT_SECRET_VAR, AMOCRM_TOKEN_VAR, BITRIX24_APP_TOKEN_VAR,
+    BITRIX24_WEBHOOK_VAR, CONFIG_DIR_VAR, Env, HOOK_SECRET_VAR, PREFIX, PRESENCE_TOKEN_VAR,
+    Secrets,
 };
 pub use problem::{ConfigErrors, Problem, Severity};
 pub use robot::{
-    AmocrmConfig, Bitrix24Config, JobsConfig, PresenceConfig, RobotConfig, ServerConfig,
-    StorageBackend, StorageConfig, StorageUrl, StorageUrlError, WazzupConfig,
+    AmocrmConfig, Bitrix24Config, CrmConfig, CrmKind, FieldName, FieldsConfig, JobsConfig,
+    PresenceConfig, RobotConfig, ServerConfig, StorageBackend, StorageConfig, StorageUrl,
+    StorageUrlError, TodoVia, WazzupConfig,
 };
 
-use env::{KeySpec, Override};
+use env::{KeySpec, Kind, Override};
 
 /// The service file's name inside the configuration directory.
 pub const FILE_NAME: &str = "robot.toml";
@@ -99,7 +101,11 @@ fn evaluate(dir: &Path, env: &Env) -> Outcome {
     if !syntax.is_empty() {
         // The tree after a syntax error is a guess; checking it would report phantoms.
         for error in syntax {
-            let p = Problem::error(&file, error.message().trim().replace('\n', "; "));
+            let message = error.message().trim().replace('\n', "; ");
+            let hint = error
+                .span()
+                .and_then(|span| syntax_hint(&text, span.start, &message));
+            let p = Problem::error(&file, message).with_hint_opt(hint);
             problems.push(match error.span() {
                 Some(span) => p.at_offset(&text, span.start),
                 None => p,
@@ -123,6 +129,28 @@ fn evaluate(dir: &Path, env: &Env) -> Outcome {
     let config = doc.deserialize(&mut problems);
     problems.extend(robot::validate(&config, &doc));
     finish(Some(config), problems)
+}
+
+/// What to do about a syntax error, where the parser's words are not enough.
+fn syntax_hint(text: &str, offset: usize, message: &str) -> Option<String> {
+    if !message.starts_with("invalid unquoted key") {
+        return None;
+    }
+    // The last table header above the error says which kind of key it is.
+    let before = text.get(..offset)?;
+    let header = before
+        .lines()
+        .rev()
+        .map(str::trim_start)
+        .find(|line| line.starts_with('['))
+        .unwrap_or_default();
+    Some(if header.starts_with("[fields.") {
+        "on the left goes the robot's own name for the field, like `category`; the CRM's name \
+         goes on the right, in quotes, like \"Категория\""
+            .into()
+    } else {
+        "a name on the left of `=` is written in Latin letters, digits, `-` and `_`".into()
+    })
 }
 
 /// Problems in the file first, by position; then the ones without a line, in the order found.
@@ -242,7 +270,11 @@ impl<'a> Doc<'a> {
                 } else if let Some(owner) = schema.iter().find(|s| s.key == name_str) {
                     at(
                         format!("`{name_str}` must be inside a section"),
-                        Some(format!("put it below [{}]", owner.section)),
+                        Some(if owner.kind == Kind::Table {
+                            format!("write it as [{}.{name_str}]", owner.section)
+                        } else {
+                            format!("put it below [{}]", owner.section)
+                        }),
                     )
                 } else {
                     at(
@@ -273,9 +305,17 @@ impl<'a> Doc<'a> {
                 .filter(|s| s.section == name_str)
                 .map(|s| s.key.as_str())
                 .collect();
-            for (key, _) in table.iter() {
+            let of_tables = schema
+                .iter()
+                .any(|s| s.section == name_str && s.kind == Kind::Table);
+            for (key, value) in table.iter() {
                 let key_str: &str = key.get_ref();
                 if keys.contains(&key_str) {
+                    continue;
+                }
+                if of_tables {
+                    problems.push(self.unknown_sub_table(name_str, key, value, &keys));
+                    unknown_keys.push((name_str.to_owned(), key_str.to_owned()));
                     continue;
                 }
                 problems.push(
@@ -305,6 +345,54 @@ impl<'a> Doc<'a> {
                 table.remove(key.as_str());
             }
         }
+    }
+
+    /// The problem with an unknown key in a section of tables (`[fields.deals]`): it names
+    /// the tables, and the right one when it is near or the CRM's word for it.
+    fn unknown_sub_table(
+        &self,
+        section: &str,
+        key: &Spanned<Cow<'_, str>>,
+        value: &Spanned<DeValue<'_>>,
+        tables: &[&str],
+    ) -> Problem {
+        let name: &str = key.get_ref();
+        let listed = tables
+            .iter()
+            .map(|t| format!("[{section}.{t}]"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (message, hint) = if value.get_ref().is_table() {
+            let meant = problem::did_you_mean(name, tables.iter().copied()).or_else(|| {
+                SYNONYMS
+                    .iter()
+                    .find(|(s, word, _)| *s == section && word.eq_ignore_ascii_case(name))
+                    .map(|(_, _, meant)| *meant)
+            });
+            (
+                format!("unknown table [{section}.{name}], expected one of {listed}"),
+                meant.map(|t| format!("did you mean `{t}`?")),
+            )
+        } else {
+            // `[fields]` with keys straight below it: the record's table was forgotten.
+            (
+                format!("`{name}` cannot be directly in [{section}], only in one of {listed}"),
+                Some(format!(
+                    "write [{section}.{}] above it, or the table of the kind of record it \
+                     belongs to",
+                    // Leads are what most fields belong to.
+                    tables
+                        .iter()
+                        .find(|t| **t == "leads")
+                        .or(tables.first())
+                        .copied()
+                        .unwrap_or_default()
+                )),
+            )
+        };
+        Problem::error(self.file, message)
+            .at_offset(self.text, key.span().start)
+            .with_hint_opt(hint)
     }
 
     /// Puts an environment value into the tree, creating its section when the file has
@@ -337,16 +425,20 @@ impl<'a> Doc<'a> {
         let server = self.section("server", problems);
         let storage = self.section("storage", problems);
         let jobs = self.section("jobs", problems);
+        let crm = self.section("crm", problems);
         let amocrm = self.section("amocrm", problems);
         let bitrix24 = self.section("bitrix24", problems);
+        let fields = self.section("fields", problems);
         let wazzup = self.section("wazzup", problems);
         let presence = self.section("presence", problems);
         RobotConfig {
             server: server.unwrap_or_default(),
             storage: storage.unwrap_or_default(),
             jobs: jobs.unwrap_or_default(),
+            crm: crm.unwrap_or_default(),
             amocrm,
             bitrix24,
+            fields: fields.unwrap_or_default(),
             wazzup: wazzup.unwrap_or_default(),
             presence: presence.unwrap_or_default(),
         }
@@ -392,18 +484,65 @@ impl<'a> Doc<'a> {
                 )),
             };
         }
-        let key = self.table(section).and_then(|table| {
-            table
-                .iter()
-                .find(|(k, v)| v.span().contains(&span.start) || k.span().contains(&span.start))
-                .map(|(k, _)| k.get_ref().to_string())
-        });
-        let subject = match key {
-            Some(key) => format!("`{key}` in [{section}]"),
-            None => format!("[{section}]"),
+        let mut path = vec![section.to_owned()];
+        if let Some(table) = self.table(section) {
+            locate(table, span.start, &mut path);
+        }
+        let subject = match path.split_last() {
+            Some((key, tables)) if !tables.is_empty() => {
+                format!("`{key}` in [{}]", tables.join("."))
+            }
+            _ => format!("[{section}]"),
         };
         self.problem_at(&span, &subject, message)
     }
+
+    /// The key at `path` (tables, then the key) with its value.
+    fn entry(&self, path: &[&str]) -> Option<(&Spanned<Cow<'a, str>>, &Spanned<DeValue<'a>>)> {
+        let (last, tables) = path.split_last()?;
+        let mut table = &self.root;
+        for name in tables {
+            table = table.get(*name)?.get_ref().as_table()?;
+        }
+        table.get_key_value(*last)
+    }
+}
+
+/// Words people write for a table of a section, and the table meant: Bitrix24 calls the
+/// robot's leads deals.
+const SYNONYMS: &[(&str, &str, &str)] = &[
+    ("fields", "deals", "leads"),
+    ("fields", "deal", "leads"),
+    ("fields", "company", "companies"),
+];
+
+/// Appends to `path` the keys, table inside table, whose key or value holds `offset`, so
+/// that an error deep in a section names the key it is about.
+fn locate(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) {
+    let found = table
+        .iter()
+        .find(|(k, v)| v.span().contains(&offset) || k.span().contains(&offset))
+        .or_else(|| {
+            // A `[a.b]` table's span covers only its header; look inside each.
+            table
+                .iter()
+                .find(|(_, v)| v.get_ref().as_table().is_some_and(|t| holds(t, offset)))
+        });
+    if let Some((key, value)) = found {
+        path.push(key.get_ref().to_string());
+        if let Some(inner) = value.get_ref().as_table() {
+            locate(inner, offset, path);
+        }
+    }
+}
+
+/// Whether some key or value of `table`, at any depth, holds `offset`.
+fn holds(table: &DeTable<'_>, offset: usize) -> bool {
+    table.iter().any(|(k, v)| {
+        k.span().contains(&offset)
+            || v.span().contains(&offset)
+            || v.get_ref().as_table().is_some_and(|t| holds(t, offset))
+    })
 }
 
 /// Serde's messages name Rust types ("expected usize"); say what to write instead.
@@ -421,6 +560,7 @@ fn humanize(message: &str) -> String {
         ("a boolean", "true or false"),
         ("a string", "text in quotes"),
         ("a sequence", "a list in brackets, like [\"a\", \"b\"]"),
+        ("a map", "a table of `name = value` lines"),
     ];
     for (rust, words) in SAID {
         if let Some(head) = message.strip_suffix(&format!("expected {rust}")) {
@@ -454,6 +594,12 @@ pub(crate) trait Places {
     fn set_in_file(&self, section: &str, key: &str) -> bool;
     /// Whether the section deserialized, so its values are the user's and worth checking.
     fn was_read(&self, section: &str) -> bool;
+    /// `message` as it is, at the key's line, or naming its variable; for messages that name
+    /// the key themselves.
+    fn at_key(&self, section: &str, key: &str, message: String) -> Problem;
+    /// A problem about `key` of a table inside a section (`table` = `["fields", "leads"]`),
+    /// at the key itself.
+    fn nested(&self, table: &[&str], key: &str, message: String) -> Problem;
 }
 
 impl Places for Doc<'_> {
@@ -476,5 +622,24 @@ impl Places for Doc<'_> {
 
     fn was_read(&self, section: &str) -> bool {
         !self.unread.contains(&section)
+    }
+
+    fn at_key(&self, section: &str, key: &str, message: String) -> Problem {
+        match self.value(section, key).map(|v| self.origin(&v.span())) {
+            Some(Origin::File(range)) => {
+                Problem::error(self.file, message).at_offset(self.text, range.start)
+            }
+            Some(Origin::Env(var)) => Problem::error(self.file, format!("{var}: {message}")),
+            None => Problem::error(self.file, format!("{message} (the default)")),
+        }
+    }
+
+    fn nested(&self, table: &[&str], key: &str, message: String) -> Problem {
+        let subject = format!("`{key}` in [{}]", table.join("."));
+        let path: Vec<&str> = table.iter().copied().chain([key]).collect();
+        match self.entry(&path) {
+            Some((k, _)) => self.problem_at(&k.span(), &subject, &message),
+            None => Problem::error(self.file, format!("{subject}: {message}")),
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The typed contents of `robot.toml` and the checks that serde alone cannot make.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::Places;
 use super::duration::Span;
+use super::env::AMOCRM_TOKEN_VAR;
 use super::problem::{Problem, Severity};
 
 /// Everything `robot.toml` says. Every key has a default, so an empty file is valid.
@@ -21,12 +23,16 @@ pub struct RobotConfig {
     pub storage: StorageConfig,
     /// `[jobs]`: the background workers.
     pub jobs: JobsConfig,
+    /// `[crm]`: which CRM the robot works in.
+    pub crm: CrmConfig,
     /// `[amocrm]`: present means the amoCRM webhook is enabled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub amocrm: Option<AmocrmConfig>,
     /// `[bitrix24]`: present means the Bitrix24 webhook is enabled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bitrix24: Option<Bitrix24Config>,
+    /// `[fields]`: the robot's names of custom fields mapped to the CRM's fields.
+    pub fields: FieldsConfig,
     /// `[wazzup]`: the messenger gateway's webhook.
     pub wazzup: WazzupConfig,
     /// `[presence]`: managers' presence heartbeats.
@@ -48,12 +54,13 @@ impl RobotConfig {
                 ..ServerConfig::default()
             },
             amocrm: Some(AmocrmConfig {
-                subdomain: "robotdemo".into(),
                 account_id: Some(1),
+                base_url: Some("https://robotdemo.amocrm.ru".into()),
+                client_id: Some("integration".into()),
+                redirect_uri: Some("https://robot.example/oauth".into()),
+                ..AmocrmConfig::new("robotdemo")
             }),
-            bitrix24: Some(Bitrix24Config {
-                domain: "robotdemo.bitrix24.ru".into(),
-            }),
+            bitrix24: Some(Bitrix24Config::new("robotdemo.bitrix24.ru")),
             wazzup: WazzupConfig {
                 channel_ids: vec!["channel".into()],
             },
@@ -387,8 +394,44 @@ impl Default for JobsConfig {
     }
 }
 
-/// `[amocrm]`: the amoCRM account whose webhooks are accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `[crm]`: which CRM the robot reads and writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct CrmConfig {
+    /// The CRM; its section (`[amocrm]` or `[bitrix24]`) must be present when this is set.
+    pub kind: CrmKind,
+}
+
+/// A CRM the robot works with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CrmKind {
+    /// amoCRM (Kommo), configured by `[amocrm]`.
+    #[default]
+    Amocrm,
+    /// Bitrix24, configured by `[bitrix24]`.
+    Bitrix24,
+}
+
+impl CrmKind {
+    /// The name as written in `robot.toml`, which is also its section's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrmKind::Amocrm => "amocrm",
+            CrmKind::Bitrix24 => "bitrix24",
+        }
+    }
+}
+
+impl fmt::Display for CrmKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[amocrm]`: the amoCRM account whose webhooks are accepted and whose API the robot calls.
+/// Its credentials are secrets: see [`Secrets`](super::Secrets).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmocrmConfig {
     /// `robotdemo` for `robotdemo.amocrm.ru`; checked against `account[subdomain]`.
@@ -396,14 +439,181 @@ pub struct AmocrmConfig {
     /// The account's number; checked against `account[id]` when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_id: Option<u64>,
+    /// The API's address when it is not `https://{subdomain}.amocrm.ru` (a Kommo account,
+    /// a test double); read it through [`AmocrmConfig::base_url`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// The OAuth integration's id; without it the robot uses the long-lived token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The redirect URI registered with the OAuth integration; required with `client_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
+    /// Requests a second the robot allows itself, shared by all its processes.
+    #[serde(default = "AmocrmConfig::default_rate")]
+    pub rate_per_second: f64,
 }
 
-/// `[bitrix24]`: the Bitrix24 portal whose events are accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+impl AmocrmConfig {
+    /// amoCRM's own limit per account: faster, and it answers 429 and then blocks the
+    /// account's API for a while.
+    pub const DEFAULT_RATE_PER_SECOND: f64 = 7.0;
+
+    /// The account `subdomain` with every other key at its default.
+    pub fn new(subdomain: impl Into<String>) -> Self {
+        Self {
+            subdomain: subdomain.into(),
+            account_id: None,
+            base_url: None,
+            client_id: None,
+            redirect_uri: None,
+            rate_per_second: Self::DEFAULT_RATE_PER_SECOND,
+        }
+    }
+
+    fn default_rate() -> f64 {
+        Self::DEFAULT_RATE_PER_SECOND
+    }
+
+    /// The API's address without a trailing `/`: `base_url` when set, otherwise
+    /// `https://{subdomain}.amocrm.ru`.
+    pub fn base_url(&self) -> String {
+        match &self.base_url {
+            Some(url) => url.trim().trim_end_matches('/').to_owned(),
+            None => format!("https://{}.amocrm.ru", self.subdomain.trim()),
+        }
+    }
+}
+
+/// `[bitrix24]`: the Bitrix24 portal whose events are accepted and whose REST API the robot
+/// calls through the inbound webhook (a secret: see [`Secrets`](super::Secrets)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bitrix24Config {
     /// `robotdemo.bitrix24.ru`; checked against `auth[domain]`.
     pub domain: String,
+    /// Requests a second the robot allows itself once the burst is spent.
+    #[serde(default = "Bitrix24Config::default_rate")]
+    pub rate_per_second: f64,
+    /// Requests that may go at once before the rate applies.
+    #[serde(default = "Bitrix24Config::default_burst")]
+    pub burst: u32,
+    /// Which REST method makes the robot's to-dos.
+    #[serde(default)]
+    pub todo_via: TodoVia,
+}
+
+impl Bitrix24Config {
+    /// Bitrix24's limit on ordinary plans: 2 requests a second once the bucket of 50 is
+    /// empty; beyond it the portal answers `QUERY_LIMIT_EXCEEDED`.
+    pub const DEFAULT_RATE_PER_SECOND: f64 = 2.0;
+    /// The size of that bucket.
+    pub const DEFAULT_BURST: u32 = 50;
+
+    /// The portal `domain` with every other key at its default.
+    pub fn new(domain: impl Into<String>) -> Self {
+        Self {
+            domain: domain.into(),
+            rate_per_second: Self::DEFAULT_RATE_PER_SECOND,
+            burst: Self::DEFAULT_BURST,
+            todo_via: TodoVia::default(),
+        }
+    }
+
+    fn default_rate() -> f64 {
+        Self::DEFAULT_RATE_PER_SECOND
+    }
+
+    fn default_burst() -> u32 {
+        Self::DEFAULT_BURST
+    }
+}
+
+/// How the robot makes a to-do for a manager in Bitrix24.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TodoVia {
+    /// A to-do in the record's timeline (`crm.activity.todo.add`).
+    #[default]
+    Activity,
+    /// A task in the Tasks module, bound to the record (`tasks.task.add`).
+    Task,
+}
+
+/// `[fields]`: the robot's names of custom fields (`category`, `score`…) mapped to the
+/// CRM's fields, per kind of record. The robot checks at start that the account has them.
+///
+/// Not settable from the environment: a map has no sensible single variable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct FieldsConfig {
+    /// `[fields.leads]`: fields of leads (deals in Bitrix24).
+    pub leads: BTreeMap<String, FieldName>,
+    /// `[fields.contacts]`: fields of contacts.
+    pub contacts: BTreeMap<String, FieldName>,
+    /// `[fields.companies]`: fields of companies.
+    pub companies: BTreeMap<String, FieldName>,
+}
+
+impl FieldsConfig {
+    /// The sub-tables by name, in the order the file shows them.
+    pub fn tables(&self) -> [(&'static str, &BTreeMap<String, FieldName>); 3] {
+        [
+            ("leads", &self.leads),
+            ("contacts", &self.contacts),
+            ("companies", &self.companies),
+        ]
+    }
+}
+
+/// A CRM field as `[fields]` names it: its name as the CRM shows it ("Категория") or its id
+/// (amoCRM's number, Bitrix24's `UF_CRM_…` code). An id written as a number is kept as its
+/// decimal text, so both spellings of an id read the same.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct FieldName(pub String);
+
+impl FieldName {
+    /// The name or id as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FieldName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for FieldName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = FieldName;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "the field's name in quotes, like \"Категория\", or its id, like 512399",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FieldName, E> {
+                Ok(FieldName(v.to_owned()))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<FieldName, E> {
+                Ok(FieldName(v.to_string()))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<FieldName, E> {
+                u64::try_from(v)
+                    .map(|v| FieldName(v.to_string()))
+                    .map_err(|_| E::custom(format!("{v} is not a field id: ids are not negative")))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// `[wazzup]`: the messenger gateway.
@@ -469,17 +679,13 @@ pub(crate) fn validate(c: &RobotConfig, at: &dyn Places) -> Vec<Problem> {
     }
 
     if let Some(url) = &c.server.public_url {
-        let rest = url
-            .strip_prefix("https://")
-            .or_else(|| url.strip_prefix("http://"));
-        match rest {
-            Some(host) if !host.is_empty() && !host.starts_with('/') => {}
-            _ => fail(
+        if !is_web_address(url) {
+            fail(
                 "server",
                 "public_url",
                 format!("`{url}` is not a web address"),
                 Some("write it with http:// or https://, like \"https://robot.example.ru\""),
-            ),
+            );
         }
     } else if c.server.listen.ip().is_unspecified() && at.was_read("server") {
         let p = at
@@ -589,6 +795,59 @@ pub(crate) fn validate(c: &RobotConfig, at: &dyn Places) -> Vec<Problem> {
                 Some("remove the line to skip the account number check"),
             );
         }
+        if let Some(url) = &amo.base_url
+            && !is_web_address(url)
+        {
+            fail(
+                "amocrm",
+                "base_url",
+                format!("`{url}` is not a web address"),
+                Some(&format!(
+                    "write it with https://, like \"https://{}.amocrm.ru\", or remove the line \
+                     to use that address",
+                    if sub.is_empty() { "robotdemo" } else { sub }
+                )),
+            );
+        }
+        match (amo.client_id.as_deref().map(str::trim), &amo.redirect_uri) {
+            (Some(""), _) => fail(
+                "amocrm",
+                "client_id",
+                "is empty".into(),
+                Some(&format!(
+                    "write the integration's id, or remove the line to use the long-lived \
+                     token in {AMOCRM_TOKEN_VAR}"
+                )),
+            ),
+            (Some(_), None) => fail(
+                "amocrm",
+                "client_id",
+                "an OAuth integration needs `redirect_uri` too".into(),
+                Some("add `redirect_uri` with the address written in the integration's settings"),
+            ),
+            _ => {}
+        }
+        if let Some(uri) = &amo.redirect_uri
+            && !is_web_address(uri)
+        {
+            fail(
+                "amocrm",
+                "redirect_uri",
+                format!("`{uri}` is not a web address"),
+                Some("copy it from the integration's settings, https:// included"),
+            );
+        }
+        if !is_rate(amo.rate_per_second) {
+            fail(
+                "amocrm",
+                "rate_per_second",
+                format!(
+                    "{} is not a rate: it must be more than 0 requests a second",
+                    amo.rate_per_second
+                ),
+                Some("amoCRM allows up to 7"),
+            );
+        }
     }
     if let Some(b24) = &c.bitrix24 {
         let domain = b24.domain.trim();
@@ -619,6 +878,28 @@ pub(crate) fn validate(c: &RobotConfig, at: &dyn Places) -> Vec<Problem> {
             );
         }
     }
+    if let Some(b24) = &c.bitrix24 {
+        if !is_rate(b24.rate_per_second) {
+            fail(
+                "bitrix24",
+                "rate_per_second",
+                format!(
+                    "{} is not a rate: it must be more than 0 requests a second",
+                    b24.rate_per_second
+                ),
+                Some("Bitrix24 allows 2 on ordinary plans"),
+            );
+        }
+        if b24.burst == 0 {
+            fail(
+                "bitrix24",
+                "burst",
+                "must be at least 1, or no request would ever go".into(),
+                Some("Bitrix24 allows 50 on ordinary plans"),
+            );
+        }
+    }
+
     if c.wazzup.channel_ids.iter().any(|id| id.trim().is_empty()) {
         fail(
             "wazzup",
@@ -627,8 +908,92 @@ pub(crate) fn validate(c: &RobotConfig, at: &dyn Places) -> Vec<Problem> {
             Some("list the channel ids from Wazzup, or leave the list empty for all channels"),
         );
     }
+    // Only the section the robot is told to use must be there; a defaulted `kind` asks for
+    // nothing, so that a file without any CRM (intake only) stays valid.
+    if at.is_set("crm", "kind") && at.was_read("crm") && at.was_read(c.crm.kind.as_str()) {
+        let (chosen, other, other_there) = match c.crm.kind {
+            CrmKind::Amocrm => (c.amocrm.is_some(), CrmKind::Bitrix24, c.bitrix24.is_some()),
+            CrmKind::Bitrix24 => (c.bitrix24.is_some(), CrmKind::Amocrm, c.amocrm.is_some()),
+        };
+        if !chosen {
+            let kind = c.crm.kind;
+            let hint = if other_there {
+                format!("did you mean kind = \"{other}\"? The file has [{other}]")
+            } else {
+                match kind {
+                    CrmKind::Amocrm => "add [amocrm] with the account's `subdomain`".into(),
+                    CrmKind::Bitrix24 => "add [bitrix24] with the portal's `domain`".into(),
+                }
+            };
+            problems.push(
+                at.at_key(
+                    "crm",
+                    "kind",
+                    format!("crm.kind is `{kind}` but there is no [{kind}] section"),
+                )
+                .with_hint(hint),
+            );
+        }
+    }
+
+    if at.was_read("fields") {
+        for (table, map) in c.fields.tables() {
+            for (ours, theirs) in map {
+                let subject = ["fields", table];
+                if !is_identifier(ours) {
+                    let lower = ours.to_lowercase();
+                    let hint = if is_identifier(&lower) {
+                        format!("did you mean `{lower}`?")
+                    } else {
+                        "on the left goes the robot's own name for the field, like `category`; \
+                         on the right the CRM's, like \"Категория\""
+                            .into()
+                    };
+                    problems.push(
+                        at.nested(
+                            &subject,
+                            ours,
+                            "must be the robot's own name: a small Latin letter, then small \
+                             Latin letters, digits or `_`"
+                                .into(),
+                        )
+                        .with_hint(hint),
+                    );
+                } else if theirs.as_str().trim().is_empty() {
+                    problems.push(
+                        at.nested(&subject, ours, "the CRM's field is empty".into())
+                            .with_hint(
+                                "write the field's name as the CRM shows it, or its id".to_owned(),
+                            ),
+                    );
+                }
+            }
+        }
+    }
+
     problems.extend(warnings);
     problems
+}
+
+/// Whether `url` is an `http://` or `https://` address with a host.
+fn is_web_address(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    matches!(rest, Some(host) if !host.is_empty() && !host.starts_with('/')
+        && !host.contains(char::is_whitespace))
+}
+
+/// Whether `rate` can pace requests: TOML also allows `nan` and `inf`.
+fn is_rate(rate: f64) -> bool {
+    rate.is_finite() && rate > 0.0
+}
+
+/// `[a-z][a-z0-9_]*`: the robot's own names, which conditions and templates refer to.
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Loading `robot.toml` end to end: files in temporary directories, environments given as
 //! pairs.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use secrecy::ExposeSecret;
@@ -58,8 +59,10 @@ fn an_empty_file_gives_the_defaults() {
     assert_eq!(config.jobs.backoff_base, Span::seconds(10));
     assert_eq!(config.jobs.backoff_max, Span::hours(1));
     assert_eq!(config.jobs.shutdown_grace, Span::seconds(30));
+    assert_eq!(config.crm.kind, CrmKind::Amocrm);
     assert_eq!(config.amocrm, None);
     assert_eq!(config.bitrix24, None);
+    assert_eq!(config.fields, FieldsConfig::default());
     assert!(config.wazzup.channel_ids.is_empty());
     assert_eq!(config.presence.fresh_for, Span::minutes(2));
     assert_eq!(
@@ -97,21 +100,51 @@ fn a_missing_file_gives_the_defaults_but_a_missing_directory_is_an_error() {
     assert!(load(&not_a_dir, &Env::default()).is_err());
 }
 
+fn mapping(pairs: &[(&str, &str)]) -> BTreeMap<String, FieldName> {
+    pairs
+        .iter()
+        .map(|(ours, theirs)| ((*ours).to_owned(), FieldName((*theirs).to_owned())))
+        .collect()
+}
+
 #[test]
 fn the_shipped_file_loads_with_the_demo_account() {
     let config = load(&shipped_dir(), &Env::default()).unwrap();
+    assert_eq!(config.crm.kind, CrmKind::Amocrm);
     let amo = config.amocrm.as_ref().unwrap();
-    assert_eq!(amo.subdomain, "robotdemo");
-    assert_eq!(amo.account_id, Some(29_876_543));
     assert_eq!(
-        config.bitrix24.as_ref().unwrap().domain,
-        "robotdemo.bitrix24.ru"
+        amo,
+        &AmocrmConfig {
+            account_id: Some(29_876_543),
+            ..AmocrmConfig::new("robotdemo")
+        }
     );
-    // Apart from the demo account, the shipped file holds the defaults.
+    assert_eq!(amo.base_url(), "https://robotdemo.amocrm.ru");
+    assert_eq!(amo.rate_per_second, 7.0);
+    assert_eq!(
+        config.bitrix24,
+        Some(Bitrix24Config::new("robotdemo.bitrix24.ru"))
+    );
+    assert_eq!(
+        config.fields,
+        FieldsConfig {
+            leads: mapping(&[
+                ("category", "Категория"),
+                ("brand", "Бренд"),
+                ("score", "Скоринг"),
+                ("priority", "Приоритет"),
+                ("expected_profit", "Ожидаемая прибыль"),
+            ]),
+            contacts: BTreeMap::new(),
+            companies: mapping(&[("inn", "ИНН"), ("okved", "ОКВЭД"), ("turnover", "Оборот")]),
+        }
+    );
+    // Apart from the demo account and its fields, the shipped file holds the defaults.
     assert_eq!(
         RobotConfig {
             amocrm: None,
             bitrix24: None,
+            fields: FieldsConfig::default(),
             ..config
         },
         RobotConfig::default()
@@ -123,6 +156,12 @@ fn the_shipped_file_loads_with_the_demo_account() {
 fn the_shipped_file_shows_every_key() {
     let text = std::fs::read_to_string(shipped_dir().join(FILE_NAME)).unwrap();
     for spec in env::schema() {
+        // A table is shown by its header, even when the demo account has nothing for it.
+        if !spec.has_var() {
+            let header = format!("\n[{}.{}]\n", spec.section, spec.key);
+            assert!(text.contains(&header), "robot.toml does not show {header}");
+            continue;
+        }
         let header = format!("\n[{}]\n", spec.section);
         let start = text
             .find(&header)
@@ -170,13 +209,7 @@ fn environment_overrides_every_kind_of_key() {
             url: "redis://:pw@redis:6379/1".into()
         }
     );
-    assert_eq!(
-        config.amocrm,
-        Some(AmocrmConfig {
-            subdomain: "acme".into(),
-            account_id: None
-        })
-    );
+    assert_eq!(config.amocrm, Some(AmocrmConfig::new("acme")));
     assert_eq!(config.wazzup.channel_ids, ["chan-1", "chan-2"]);
     assert_eq!(config.presence.fresh_for, Span::minutes(5));
 }
@@ -417,20 +450,259 @@ fn secrets_come_from_the_environment_and_stay_hidden() {
         (HOOK_SECRET_VAR, "hook-secret-value"),
         (PRESENCE_TOKEN_VAR, "presence-token-value"),
         (BITRIX24_APP_TOKEN_VAR, "bitrix-token-value"),
+        (AMOCRM_TOKEN_VAR, "amo-long-lived-value"),
+        (AMOCRM_CLIENT_SECRET_VAR, "amo-client-secret-value"),
+        (
+            BITRIX24_WEBHOOK_VAR,
+            "https://robotdemo.bitrix24.ru/rest/1/webhook-token-value/",
+        ),
     ]);
     let secrets = Secrets::from_env(&env);
     assert_eq!(
         secrets.presence_token.as_ref().unwrap().expose_secret(),
         "presence-token-value"
     );
+    assert_eq!(
+        secrets.amocrm_token.as_ref().unwrap().expose_secret(),
+        "amo-long-lived-value"
+    );
+    assert_eq!(
+        secrets
+            .amocrm_client_secret
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
+        "amo-client-secret-value"
+    );
+    assert_eq!(
+        secrets.bitrix24_webhook.as_ref().unwrap().expose_secret(),
+        "https://robotdemo.bitrix24.ru/rest/1/webhook-token-value/"
+    );
     let shown = format!("{secrets:?}");
     for value in [
         "hook-secret-value",
         "presence-token-value",
         "bitrix-token-value",
+        "amo-long-lived-value",
+        "amo-client-secret-value",
+        "webhook-token-value",
     ] {
         assert!(!shown.contains(value), "{shown}");
     }
-    // The secret variables are known names, not typos of settings.
-    assert!(check_str("", &[(HOOK_SECRET_VAR, "x"), (CONFIG_DIR_VAR, "x")]).is_empty());
+    // The secret variables are known names, not typos of settings, though the CRM ones
+    // look like `ROBOT_<SECTION>_<KEY>`.
+    let given: Vec<(&str, &str)> = [
+        HOOK_SECRET_VAR,
+        CONFIG_DIR_VAR,
+        AMOCRM_TOKEN_VAR,
+        AMOCRM_CLIENT_SECRET_VAR,
+        BITRIX24_WEBHOOK_VAR,
+    ]
+    .into_iter()
+    .map(|var| (var, "x"))
+    .collect();
+    assert!(check_str("", &given).is_empty());
+}
+
+#[test]
+fn the_chosen_crm_needs_its_section() {
+    let p = only_problem(
+        "[crm]\nkind = \"bitrix24\"\n\n[amocrm]\nsubdomain = \"acme\"\n",
+        &[],
+    );
+    assert_eq!(
+        (p.line, p.column),
+        (Some(2), Some(8)),
+        "at the kind line: {p}"
+    );
+    assert_eq!(
+        p.message,
+        "crm.kind is `bitrix24` but there is no [bitrix24] section"
+    );
+    assert!(
+        p.hint.as_deref().unwrap().contains("kind = \"amocrm\""),
+        "{p}"
+    );
+
+    let p = only_problem("[crm]\nkind = \"amocrm\"\n", &[]);
+    assert_eq!(p.line, Some(2));
+    assert!(p.hint.as_deref().unwrap().contains("`subdomain`"), "{p}");
+
+    let p = only_problem("", &[("ROBOT_CRM_KIND", "bitrix24")]);
+    assert_eq!(p.line, None);
+    assert!(p.message.contains("ROBOT_CRM_KIND"), "{p}");
+
+    let p = only_problem("[crm]\nkind = \"kommo\"\n", &[]);
+    assert_eq!(p.line, Some(2));
+    assert!(p.message.contains("`amocrm` or `bitrix24`"), "{p}");
+
+    // Without `kind` nothing is asked for: an intake-only robot needs no CRM.
+    assert!(check_str("[bitrix24]\ndomain = \"acme.bitrix24.ru\"\n", &[]).is_empty());
+}
+
+#[test]
+fn the_crm_kind_is_overridden_from_the_environment() {
+    let config = load(
+        &shipped_dir(),
+        &Env::from_pairs([("ROBOT_CRM_KIND", "bitrix24")]),
+    )
+    .unwrap();
+    assert_eq!(config.crm.kind, CrmKind::Bitrix24);
+
+    let config = load_str(
+        "[bitrix24]\ndomain = \"acme.bitrix24.ru\"\n",
+        &[
+            ("ROBOT_CRM_KIND", "bitrix24"),
+            ("ROBOT_BITRIX24_BURST", "10"),
+            ("ROBOT_BITRIX24_RATE_PER_SECOND", "0.5"),
+            ("ROBOT_BITRIX24_TODO_VIA", "task"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.crm.kind, CrmKind::Bitrix24);
+    let b24 = config.bitrix24.unwrap();
+    assert_eq!((b24.burst, b24.rate_per_second), (10, 0.5));
+    assert_eq!(b24.todo_via, TodoVia::Task);
+}
+
+#[test]
+fn amocrm_api_settings_have_defaults_and_overrides() {
+    let config = load_str("[amocrm]\nsubdomain = \"acme\"\n", &[]).unwrap();
+    let amo = config.amocrm.unwrap();
+    assert_eq!(amo.base_url(), "https://acme.amocrm.ru");
+    assert_eq!(amo.rate_per_second, AmocrmConfig::DEFAULT_RATE_PER_SECOND);
+    assert_eq!((amo.client_id, amo.redirect_uri), (None, None));
+
+    let text = "[amocrm]\nsubdomain = \"acme\"\nbase_url = \"http://127.0.0.1:9000/\"\n\
+                rate_per_second = 2.5\nclient_id = \"abc\"\nredirect_uri = \"https://r.example/cb\"\n";
+    let amo = load_str(text, &[]).unwrap().amocrm.unwrap();
+    assert_eq!(amo.base_url(), "http://127.0.0.1:9000");
+    assert_eq!(amo.rate_per_second, 2.5);
+    assert_eq!(amo.client_id.as_deref(), Some("abc"));
+
+    let amo = load_str(text, &[("ROBOT_AMOCRM_RATE_PER_SECOND", "5")])
+        .unwrap()
+        .amocrm
+        .unwrap();
+    assert_eq!(amo.rate_per_second, 5.0);
+
+    let b24 = load_str("[bitrix24]\ndomain = \"acme.bitrix24.ru\"\n", &[])
+        .unwrap()
+        .bitrix24
+        .unwrap();
+    assert_eq!(
+        (b24.rate_per_second, b24.burst, b24.todo_via),
+        (2.0, 50, TodoVia::Activity)
+    );
+}
+
+#[test]
+fn amocrm_api_settings_are_checked() {
+    let p = only_problem("[amocrm]\nsubdomain = \"acme\"\nclient_id = \"abc\"\n", &[]);
+    assert_eq!(p.line, Some(3));
+    assert!(p.message.starts_with("`client_id` in [amocrm]: "), "{p}");
+    assert!(p.message.contains("`redirect_uri`"), "{p}");
+
+    let p = only_problem(
+        "[amocrm]\nsubdomain = \"acme\"\nbase_url = \"acme.amocrm.ru\"\n",
+        &[],
+    );
+    assert_eq!(p.line, Some(3));
+    assert!(
+        p.hint
+            .as_deref()
+            .unwrap()
+            .contains("https://acme.amocrm.ru"),
+        "{p}"
+    );
+
+    let p = only_problem("[amocrm]\nsubdomain = \"acme\"\nrate_per_second = 0\n", &[]);
+    assert_eq!(p.line, Some(3));
+    let p = only_problem(
+        "[amocrm]\nsubdomain = \"acme\"\nrate_per_second = nan\n",
+        &[],
+    );
+    assert_eq!(p.line, Some(3));
+
+    let p = only_problem("[bitrix24]\ndomain = \"a.bitrix24.ru\"\nburst = 0\n", &[]);
+    assert_eq!(p.line, Some(3));
+    let p = only_problem(
+        "[bitrix24]\ndomain = \"a.bitrix24.ru\"\ntodo_via = \"tasks\"\n",
+        &[],
+    );
+    assert_eq!(p.line, Some(3));
+    assert!(p.message.contains("`activity` or `task`"), "{p}");
+}
+
+#[test]
+fn field_ids_may_be_numbers() {
+    let text = "[fields.companies]\ninn = \"ИНН\"\nokved = 512399\n\
+                [fields.leads]\nscore = \"UF_CRM_1700000000\"\n";
+    let fields = load_str(text, &[]).unwrap().fields;
+    assert_eq!(fields.companies["okved"], FieldName("512399".into()));
+    assert_eq!(fields.companies["inn"].as_str(), "ИНН");
+    assert_eq!(fields.leads["score"].to_string(), "UF_CRM_1700000000");
+    assert!(fields.contacts.is_empty());
+}
+
+#[test]
+fn a_field_key_must_be_the_robots_own_name() {
+    // Unquoted, it is not even TOML: the parser's error, with the same advice.
+    let text = "[fields.leads]\ncategory = \"Категория\"\nКатегория = \"x\"\n";
+    let p = only_problem(text, &[]);
+    assert_eq!((p.line, p.column), (Some(3), Some(1)), "{p}");
+    assert!(p.hint.as_deref().unwrap().contains("`category`"), "{p}");
+
+    let text = "[fields.leads]\ncategory = \"Категория\"\n\"Категория\" = \"x\"\n";
+    let p = only_problem(text, &[]);
+    assert_eq!((p.line, p.column), (Some(3), Some(1)), "{p}");
+    assert!(
+        p.message.starts_with("`Категория` in [fields.leads]: "),
+        "{p}"
+    );
+    assert!(p.hint.as_deref().unwrap().contains("`category`"), "{p}");
+
+    let p = only_problem("[fields.companies]\nINN = \"ИНН\"\n", &[]);
+    assert_eq!(p.line, Some(2));
+    assert_eq!(p.hint.as_deref(), Some("did you mean `inn`?"));
+
+    let p = only_problem("[fields.leads]\nscore = \"\"\n", &[]);
+    assert_eq!(p.line, Some(2));
+    assert!(p.message.contains("empty"), "{p}");
+
+    let p = only_problem("[fields.leads]\nbrand = \"Бренд\"\nscore = true\n", &[]);
+    assert_eq!(p.line, Some(3));
+    assert!(p.message.starts_with("`score` in [fields.leads]: "), "{p}");
+    assert!(p.message.contains("512399"), "{p}");
+}
+
+#[test]
+fn an_unknown_fields_table_gets_a_hint() {
+    let p = only_problem("[fields.leads]\n\n[fields.deals]\nbrand = \"Бренд\"\n", &[]);
+    assert_eq!(p.line, Some(3), "{p}");
+    assert!(p.message.contains("[fields.deals]"), "{p}");
+    assert_eq!(p.hint.as_deref(), Some("did you mean `leads`?"));
+
+    let p = only_problem("[fields.contact]\n", &[]);
+    assert_eq!(p.hint.as_deref(), Some("did you mean `contacts`?"));
+
+    let p = only_problem("[fields]\ncategory = \"Категория\"\n", &[]);
+    assert_eq!(p.line, Some(2));
+    assert!(p.hint.as_deref().unwrap().contains("[fields.leads]"), "{p}");
+}
+
+#[test]
+fn fields_are_not_set_from_the_environment() {
+    let problems = check_str("", &[("ROBOT_FIELDS_LEADS_CATEGORY", "Категория")]);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0].severity, Severity::Warning);
+    assert!(
+        problems[0]
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("write it in robot.toml"),
+        "{}",
+        problems[0]
+    );
 }

@@ -338,6 +338,11 @@ impl AmoCrm {
     }
 
     fn read_fields(v: &Value, resolved: &ResolvedFields) -> Fields {
+        let text = |x: &Value| {
+            x.as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| x.to_string())
+        };
         let mut fields = Fields::new();
         for f in v
             .get("custom_fields_values")
@@ -345,11 +350,10 @@ impl AmoCrm {
             .map(Vec::as_slice)
             .unwrap_or(&[])
         {
-            let Some(ours) = f
-                .get("field_id")
-                .and_then(id_of)
-                .and_then(|id| resolved.ours(&id).map(str::to_owned))
-            else {
+            let Some(id) = f.get("field_id").and_then(id_of) else {
+                continue;
+            };
+            let (Some(ours), Some(field)) = (resolved.ours(&id), resolved.field_by_id(&id)) else {
                 continue;
             };
             let values: Vec<&Value> = f
@@ -360,22 +364,15 @@ impl AmoCrm {
             let value = match values.as_slice() {
                 [] => continue,
                 [Value::Number(n)] => FieldValue::Number(n.as_f64().unwrap_or_default()),
-                [one] => FieldValue::Text(
-                    one.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| one.to_string()),
-                ),
-                many => FieldValue::Many(
-                    many.iter()
-                        .map(|x| {
-                            x.as_str()
-                                .map(str::to_owned)
-                                .unwrap_or_else(|| x.to_string())
-                        })
-                        .collect(),
-                ),
+                // Numeric fields may come back as strings ("87"): read them as numbers.
+                [one] if field.numeric => match FieldValue::Text(text(one)).as_number() {
+                    Some(n) => FieldValue::Number(n),
+                    None => FieldValue::Text(text(one)),
+                },
+                [one] => FieldValue::Text(text(one)),
+                many => FieldValue::Many(many.iter().map(|x| text(x)).collect()),
             };
-            fields.insert(ours, value);
+            fields.insert(ours.to_owned(), value);
         }
         fields
     }
@@ -590,9 +587,23 @@ impl Crm for AmoCrm {
             body.insert("custom_fields_values".into(), Value::from(fields));
         }
         if !update.add_tags.is_empty() {
+            // `_embedded.tags` replaces the lead's tags: read them first and send them all.
+            let current = self
+                .get(&format!("/api/v4/leads/{id}"), &[])
+                .await?
+                .unwrap_or(Value::Null);
+            let mut tags: Vec<String> = embedded(&current, "tags")
+                .iter()
+                .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_owned))
+                .collect();
+            for tag in &update.add_tags {
+                if !tags.contains(tag) {
+                    tags.push(tag.clone());
+                }
+            }
             body.insert(
-                "tags_to_add".into(),
-                update.add_tags.iter().map(|t| json!({"name": t})).collect(),
+                "_embedded".into(),
+                json!({"tags": tags.iter().map(|t| json!({"name": t})).collect::<Vec<_>>()}),
             );
         }
         self.patch(&format!("/api/v4/leads/{id}"), Value::Object(body))

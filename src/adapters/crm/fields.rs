@@ -78,6 +78,11 @@ impl ResolvedFields {
         self.by_ours.get(ours)
     }
 
+    /// The account field with this id, when one of ours maps to it.
+    pub fn field_by_id(&self, id: &str) -> Option<&AccountField> {
+        self.ours(id).and_then(|ours| self.field(ours))
+    }
+
     /// Our name for an account field id.
     pub fn ours(&self, id: &str) -> Option<&str> {
         self.by_id.get(id).map(String::as_str)

@@ -1,0 +1,399 @@
+//! The amoCRM adapter: every trait call, paging, tokens, the rate limit, failures.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sales_robot::adapters::amocrm::api::{AmoCrm, FieldMapping};
+use sales_robot::adapters::amocrm::oauth::Credentials;
+use sales_robot::adapters::crm::fields::FieldRef;
+use sales_robot::adapters::crm::http::Retries;
+use sales_robot::adapters::crm::{Crm, CrmError, LeadFilter};
+use sales_robot::adapters::store::{Location, Store, StoreSettings};
+use sales_robot::domain::lead::{FieldValue, LeadUpdate};
+use sales_robot::domain::task::{EntityRef, NewTask, TaskKind};
+use secrecy::SecretString;
+use serde_json::json;
+
+use crate::support::amocrm::{self as emu, AmoEmulator, NewContact, NewLead};
+
+fn mapping() -> FieldMapping {
+    FieldMapping {
+        leads: BTreeMap::from([
+            ("category".to_owned(), FieldRef::parse("Категория")),
+            ("brand".to_owned(), FieldRef::parse("Бренд")),
+            ("score".to_owned(), FieldRef::parse("Скоринг")),
+            (
+                "priority".to_owned(),
+                FieldRef::parse(&emu::FIELD_PRIORITY.to_string()),
+            ),
+        ]),
+        ..FieldMapping::default()
+    }
+}
+
+fn fast() -> Retries {
+    Retries {
+        attempts: 5,
+        base: Duration::from_millis(50),
+        max: Duration::from_millis(400),
+    }
+}
+
+async fn store(redis: bool) -> Store {
+    use rand::Rng;
+    let location = if redis {
+        Location::Redis(
+            std::env::var("ROBOT_TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        )
+    } else {
+        let dir = tempfile::tempdir().unwrap().keep();
+        Location::Sqlite(dir.join("robot.db"))
+    };
+    let settings = StoreSettings {
+        namespace: format!("crm-test-{:016x}", rand::rng().random::<u64>()),
+        dedup_window: Duration::from_secs(3600),
+        heartbeat: Duration::from_secs(2),
+    };
+    Store::open(&location, settings).await.unwrap()
+}
+
+async fn long_lived(emulator: &AmoEmulator) -> AmoCrm {
+    let token = SecretString::from(emulator.long_lived_token());
+    AmoCrm::new(
+        emulator.base_url(),
+        Credentials::LongLived(token),
+        store(false).await,
+        mapping(),
+    )
+    .with_retries(fast())
+}
+
+fn oauth(emulator: &AmoEmulator, store: Store) -> AmoCrm {
+    let client = emulator.oauth_client();
+    let credentials = Credentials::OAuth {
+        client_id: client.client_id,
+        client_secret: SecretString::from(client.client_secret),
+        redirect_uri: client.redirect_uri,
+    };
+    AmoCrm::new(emulator.base_url(), credentials, store, mapping()).with_retries(fast())
+}
+
+#[tokio::test]
+async fn a_lead_comes_with_its_contacts_company_and_fields_by_our_names() {
+    let amo = AmoEmulator::start().await;
+    let olga = amo.seed_contact(
+        NewContact::new("Ольга Смирнова")
+            .phone("+79161234567")
+            .email("olga@svarka.ru"),
+    );
+    let alexey = amo.seed_contact(NewContact::new("Алексей Петров").phone("+79031112233"));
+    let company = amo.seed_company("ООО Сварка-Про");
+    let id = amo.seed_lead(
+        NewLead::new("Заявка с сайта svarka-pro.ru")
+            .price(150_000)
+            .field(emu::FIELD_BRAND, json!("Сварог"))
+            .field(emu::FIELD_SCORING, json!(42))
+            .contact(alexey)
+            .contact(olga)
+            .company(company)
+            .tag("сайт"),
+    );
+    let crm = long_lived(&amo).await;
+    let lead = crm
+        .lead(&id.to_string())
+        .await
+        .unwrap()
+        .expect("the lead exists");
+    assert_eq!(lead.name, "Заявка с сайта svarka-pro.ru");
+    assert_eq!(lead.budget, Some(150_000.0));
+    assert_eq!(
+        lead.fields.get("brand"),
+        Some(&FieldValue::Text("Сварог".into()))
+    );
+    assert_eq!(
+        lead.fields.get("score").and_then(FieldValue::as_number),
+        Some(42.0)
+    );
+    assert_eq!(lead.tags, vec!["сайт".to_owned()]);
+    assert_eq!(lead.contacts.len(), 2);
+    let main = lead.main_contact().unwrap();
+    assert_eq!(
+        main.name, "Алексей Петров",
+        "the first linked contact is the main one"
+    );
+    assert_eq!(main.phones, vec!["+79031112233".to_owned()]);
+    assert_eq!(
+        lead.company.as_ref().map(|c| c.name.as_str()),
+        Some("ООО Сварка-Про")
+    );
+    assert_eq!(
+        crm.lead("999999999").await.unwrap(),
+        None,
+        "a missing lead is not an error"
+    );
+}
+
+#[tokio::test]
+async fn an_update_writes_the_fields_the_responsible_and_the_tags() {
+    let amo = AmoEmulator::start().await;
+    let id = amo
+        .seed_lead(NewLead::new("Заявка").tag("сайт"))
+        .to_string();
+    let crm = long_lived(&amo).await;
+    let update = LeadUpdate {
+        responsible_user_id: Some(emu::USER_IVAN.to_string()),
+        fields: BTreeMap::from([
+            ("score".to_owned(), FieldValue::Number(0.37)),
+            ("brand".to_owned(), FieldValue::Text("Kemppi".into())),
+        ]),
+        add_tags: vec!["приоритет 2".into()],
+        ..LeadUpdate::default()
+    };
+    crm.update_lead(&id, &update).await.unwrap();
+    let lead = crm.lead(&id).await.unwrap().unwrap();
+    assert_eq!(lead.responsible_user_id, Some(emu::USER_IVAN.to_string()));
+    assert_eq!(
+        lead.fields.get("score").and_then(FieldValue::as_number),
+        Some(0.37)
+    );
+    assert_eq!(
+        lead.fields.get("brand"),
+        Some(&FieldValue::Text("Kemppi".into()))
+    );
+    let mut tags = lead.tags.clone();
+    tags.sort();
+    assert_eq!(
+        tags,
+        vec!["приоритет 2".to_owned(), "сайт".to_owned()],
+        "tags are added, not replaced"
+    );
+    let before = amo.api_request_count();
+    crm.update_lead(&id, &LeadUpdate::default()).await.unwrap();
+    assert_eq!(
+        amo.api_request_count(),
+        before,
+        "an empty update sends nothing"
+    );
+}
+
+#[tokio::test]
+async fn listing_reads_every_page_to_the_end() {
+    let amo = AmoEmulator::start().await;
+    for i in 0..260 {
+        amo.seed_lead(NewLead::new(&format!("Заявка {i}")).created_at(1_763_000_000 + i));
+    }
+    let crm = long_lived(&amo).await;
+    let all = crm
+        .leads(&LeadFilter {
+            created_from: Some(1_763_000_000),
+            ..LeadFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 260);
+    let none = crm
+        .leads(&LeadFilter {
+            created_from: Some(1_900_000_000),
+            ..LeadFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "a 204 is an empty list");
+}
+
+#[tokio::test]
+async fn tasks_notes_users_stages_and_reasons() {
+    let amo = AmoEmulator::start().await;
+    let id = amo.seed_lead(NewLead::new("Заявка")).to_string();
+    let crm = long_lived(&amo).await;
+    let task = NewTask {
+        kind: TaskKind::Call,
+        text: "Позвонить клиенту: новая заявка с сайта".into(),
+        deadline: amo.now() + 600,
+        responsible_user_id: emu::USER_ELENA.to_string(),
+        entity: EntityRef::lead(&id),
+    };
+    let task_id = crm.create_task(&task).await.unwrap();
+    let open = crm.open_tasks().await.unwrap();
+    assert!(
+        open.iter().any(|t| t.id == task_id
+            && t.text == task.text
+            && t.entity == Some(EntityRef::lead(&id)))
+    );
+    crm.complete_task(&task_id, "Дозвонились").await.unwrap();
+    assert!(
+        !crm.open_tasks()
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.id == task_id)
+    );
+
+    crm.add_note(&EntityRef::lead(&id), "Робот: назначен ответственный")
+        .await
+        .unwrap();
+    let notes = amo.notes_of(id.parse().unwrap());
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.to_string().contains("Робот: назначен ответственный")),
+        "{notes:?}"
+    );
+
+    let managers = crm.managers().await.unwrap();
+    assert!(
+        managers.iter().any(|m| m.name == "Елена Прекрасная"),
+        "{managers:?}"
+    );
+    let stages = crm.stages().await.unwrap();
+    assert!(
+        stages
+            .iter()
+            .any(|s| s.name == "Квалификация" && s.pipeline.name == "Продажи"),
+        "{stages:?}"
+    );
+    let reasons = crm.loss_reasons().await.unwrap();
+    assert!(
+        reasons.iter().any(|r| r.name == "Нет контакта"),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_fields_the_account_lacks_are_named() {
+    let amo = AmoEmulator::start().await;
+    let mut m = mapping();
+    m.leads.insert("turnover".into(), FieldRef::parse("Оборот"));
+    let token = SecretString::from(amo.long_lived_token());
+    let crm = AmoCrm::new(
+        amo.base_url(),
+        Credentials::LongLived(token),
+        store(false).await,
+        m,
+    );
+    let missing = crm.check_fields().await.unwrap();
+    assert_eq!(
+        missing,
+        vec!["lead field `turnover`: the account has no field named «Оборот»".to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn a_code_is_exchanged_and_an_expired_token_is_refreshed_once() {
+    let amo = AmoEmulator::start().await;
+    let id = amo.seed_lead(NewLead::new("Заявка")).to_string();
+    let crm = oauth(&amo, store(false).await);
+    crm.tokens().exchange_code(&amo.issue_code()).await.unwrap();
+    assert!(crm.lead(&id).await.unwrap().is_some());
+    amo.expire_access_tokens();
+    assert!(
+        crm.lead(&id).await.unwrap().is_some(),
+        "a 401 renews the token and retries"
+    );
+    assert_eq!(amo.refresh_reuses(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_refreshing_at_once_never_reuse_the_refresh_token() {
+    let amo = AmoEmulator::start().await;
+    amo.disable_rate_limit();
+    let id = amo.seed_lead(NewLead::new("Заявка")).to_string();
+    let shared = store(true).await;
+    let first = Arc::new(oauth(&amo, shared.clone()));
+    let second = Arc::new(oauth(&amo, shared));
+    first
+        .tokens()
+        .exchange_code(&amo.issue_code())
+        .await
+        .unwrap();
+    for round in 0..3 {
+        amo.expire_access_tokens();
+        let calls: Vec<_> = (0..8)
+            .map(|i| {
+                let crm = if i % 2 == 0 {
+                    first.clone()
+                } else {
+                    second.clone()
+                };
+                let id = id.clone();
+                tokio::spawn(async move { crm.lead(&id).await })
+            })
+            .collect();
+        for call in calls {
+            assert!(call.await.unwrap().unwrap().is_some(), "round {round}");
+        }
+    }
+    assert_eq!(
+        amo.refresh_reuses(),
+        0,
+        "a reused refresh token would have revoked the integration"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_redis_stay_under_seven_requests_a_second() {
+    let amo = AmoEmulator::start().await;
+    let id = amo.seed_lead(NewLead::new("Заявка")).to_string();
+    let shared = store(true).await;
+    let token = SecretString::from(amo.long_lived_token());
+    let replicas: Vec<Arc<AmoCrm>> = (0..2)
+        .map(|_| {
+            Arc::new(AmoCrm::new(
+                amo.base_url(),
+                Credentials::LongLived(token.clone()),
+                shared.clone(),
+                mapping(),
+            ))
+        })
+        .collect();
+    let started = Instant::now();
+    let calls: Vec<_> = (0..28)
+        .map(|i| {
+            let crm = replicas[i % 2].clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                crm.update_lead(
+                    &id,
+                    &LeadUpdate {
+                        budget: Some(i as f64),
+                        ..LeadUpdate::default()
+                    },
+                )
+                .await
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(amo.too_many_requests(), 0, "no 429 at all");
+    assert!(!amo.blocked());
+    // 28 writes plus the field look-ups: at 7 a second that takes about 4 s.
+    assert!(elapsed >= Duration::from_millis(3500), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_5xx_is_retried_and_a_revoked_integration_is_a_clear_error() {
+    let amo = AmoEmulator::start().await;
+    let id = amo.seed_lead(NewLead::new("Заявка")).to_string();
+    let crm = long_lived(&amo).await;
+    assert!(crm.lead(&id).await.unwrap().is_some());
+    amo.fail_next(2, 502);
+    assert!(
+        crm.lead(&id).await.unwrap().is_some(),
+        "two 502s then success"
+    );
+    amo.fail_next(5, 503); // as many as the attempts
+    match crm.lead(&id).await {
+        Err(CrmError::Unavailable(msg)) => assert!(msg.contains("503"), "{msg}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    amo.revoke_all();
+    match crm.lead(&id).await {
+        Err(CrmError::Unauthorized(msg)) => assert!(msg.contains("long-lived"), "{msg}"),
+        other => panic!("expected Unauthorized, got {other:?}"),
+    }
+}

@@ -1,0 +1,7 @@
+//! The CRM adapters against the emulators of `tests/support/`.
+
+#[path = "../support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+mod amocrm;

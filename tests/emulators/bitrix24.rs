@@ -1,0 +1,642 @@
+//! The Bitrix24 emulator answers what the real portal answers, over HTTP, to a plain client.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::bitrix24::{B24Emulator, DEAL_TYPE};
+
+/// POSTs a JSON body to `base + method`; answers the status and the parsed body
+/// (`Value::String` with the text when the body is not JSON).
+async fn post_json(base: &str, method: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}{method}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    read(response).await
+}
+
+/// POSTs a raw `application/x-www-form-urlencoded` body, bracketed keys and all.
+async fn post_form(base: &str, method: &str, form: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}{method}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.to_owned())
+        .send()
+        .await
+        .expect("request");
+    read(response).await
+}
+
+async fn get(url: &str) -> (u16, Value) {
+    read(reqwest::get(url).await.expect("request")).await
+}
+
+async fn read(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+fn seed_deals(b24: &B24Emulator, n: usize, stage: &str) -> Vec<i64> {
+    (0..n)
+        .map(|i| {
+            b24.seed_deal(json!({
+                "TITLE": format!("Поставка электродов, партия {i}"),
+                "STAGE_ID": stage,
+                "OPPORTUNITY": 10_000 + i,
+                "DATE_MODIFY": "2026-11-01T10:00:00+03:00",
+            }))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn deal_get_update_and_list_to_the_last_page() {
+    let b24 = B24Emulator::start().await;
+    let hook = b24.webhook_url();
+    let id = b24.seed_deal(json!({
+        "TITLE": "Сварочные аппараты для ООО Сварка-Про",
+        "OPPORTUNITY": 150000,
+        "COMPANY_ID": 11,
+        "CONTACT_IDS": [202],
+        "ASSIGNED_BY_ID": 2,
+    }));
+
+    let (status, body) = post_json(&hook, "crm.deal.get.json", json!({"id": id})).await;
+    assert_eq!(status, 200, "{body}");
+    let deal = &body["result"];
+    assert_eq!(deal["ID"], json!(id.to_string()));
+    assert_eq!(deal["OPPORTUNITY"], "150000.00");
+    assert_eq!(deal["STAGE_ID"], "NEW");
+    assert_eq!(deal["COMPANY_ID"], "11");
+    assert_eq!(deal["CONTACT_ID"], "202");
+    assert_eq!(deal["CURRENCY_ID"], "RUB");
+    assert_eq!(deal["STAGE_SEMANTIC_ID"], "P");
+    assert!(
+        deal.get("CONTACT_IDS").is_none(),
+        "crm.deal.get does not show CONTACT_IDS"
+    );
+    assert!(body["time"]["operating_reset_at"].is_i64());
+    assert!(
+        body["time"]["date_start"]
+            .as_str()
+            .unwrap()
+            .ends_with("+03:00")
+    );
+
+    // Form encoding with bracketed keys; unknown and read-only fields are silently ignored.
+    let form = format!(
+        "id={id}&fields%5BSTAGE_ID%5D=EXECUTING&fields[UF_CRM_SCORE]=87&fields[UF_CRM_PRIORITY]=45\
+         &fields[NO_SUCH_FIELD]=x&fields[DATE_CREATE]=2001-01-01&fields[title]=ignored"
+    );
+    let (status, body) = post_form(&hook, "crm.deal.update", &form).await;
+    assert_eq!((status, &body["result"]), (200, &json!(true)), "{body}");
+    let deal = b24.deal(id).unwrap();
+    assert_eq!(deal["STAGE_ID"], "EXECUTING");
+    assert_eq!(deal["UF_CRM_SCORE"], "87");
+    assert_eq!(deal["UF_CRM_PRIORITY"], "45");
+    assert_eq!(deal["MODIFY_BY_ID"], "1");
+    assert_eq!(deal["TITLE"], "Сварочные аппараты для ООО Сварка-Про");
+    assert!(deal.get("NO_SUCH_FIELD").is_none());
+    assert_ne!(deal["DATE_CREATE"], "2001-01-01T00:00:00+03:00");
+
+    // A stage that does not exist is refused, and nothing of the call is written.
+    let (status, body) = post_json(
+        &hook,
+        "crm.deal.update",
+        json!({"id": id, "fields": {"STAGE_ID": "NO_SUCH", "TITLE": "x"}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        b24.deal(id).unwrap()["TITLE"],
+        "Сварочные аппараты для ООО Сварка-Про"
+    );
+
+    // Winning closes the deal.
+    post_json(
+        &hook,
+        "crm.deal.update",
+        json!({"id": id, "fields": {"STAGE_ID": "WON"}}),
+    )
+    .await;
+    let deal = b24.deal(id).unwrap();
+    assert_eq!(
+        (deal["STAGE_SEMANTIC_ID"].as_str(), deal["CLOSED"].as_str()),
+        (Some("S"), Some("Y"))
+    );
+
+    let (status, body) = post_json(&hook, "crm.deal.get", json!({"id": 999_999})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body, json!({"error": "", "error_description": "Not found"}));
+
+    // 119 more deals: 120 in all, three pages of 50, 50 and 20.
+    seed_deals(&b24, 60, "PREPARATION");
+    seed_deals(&b24, 59, "NEW");
+    let mut seen = Vec::new();
+    let mut start = Some(0);
+    let mut pages = 0;
+    while let Some(s) = start {
+        let (status, body) = post_json(
+            &hook,
+            "crm.deal.list",
+            json!({"order": {"ID": "ASC"}, "select": ["ID", "TITLE", "UF_*"], "start": s}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["total"], 120);
+        let page = body["result"].as_array().unwrap();
+        assert!(page.len() <= 50);
+        assert!(page[0].get("UF_CRM_SCORE").is_some() && page[0].get("STAGE_ID").is_none());
+        seen.extend(page.iter().map(|d| d["ID"].as_str().unwrap().to_owned()));
+        start = body.get("next").and_then(Value::as_i64);
+        pages += 1;
+    }
+    assert_eq!(pages, 3);
+    seen.dedup();
+    assert_eq!(seen.len(), 120);
+
+    // Filters: by stage, and the catch-up read of what changed since a moment.
+    let (_, body) = get(&format!("{hook}crm.deal.list?filter[STAGE_ID]=PREPARATION")).await;
+    assert_eq!(body["total"], 60);
+    assert!(body.get("next").is_some());
+    let (_, body) = post_json(
+        &hook,
+        "crm.deal.list",
+        json!({"filter": {">DATE_MODIFY": "2026-11-02T00:00:00+03:00"}, "select": ["ID"]}),
+    )
+    .await;
+    assert_eq!(body["total"], 1, "{body}");
+    assert_eq!(body["result"][0]["ID"], json!(id.to_string()));
+    assert!(body.get("next").is_none());
+
+    // `start=-1`: a page without the count, as the docs advise for big reads.
+    let (_, body) = post_json(
+        &hook,
+        "crm.deal.list",
+        json!({"filter": {">ID": id}, "order": {"ID": "ASC"}, "start": -1}),
+    )
+    .await;
+    assert_eq!(body["result"].as_array().unwrap().len(), 50);
+    assert!(body.get("total").is_none() && body.get("next").is_none());
+
+    // Added in another funnel, a deal starts at that funnel's first stage.
+    let (_, body) = post_json(
+        &hook,
+        "crm.deal.add",
+        json!({"fields": {"TITLE": "Повторная поставка", "CATEGORY_ID": 1}}),
+    )
+    .await;
+    let added = body["result"].as_i64().unwrap();
+    assert_eq!(b24.deal(added).unwrap()["STAGE_ID"], "C1:NEW");
+
+    // The contacts of a deal.
+    let (_, body) = post_json(&hook, "crm.deal.contact.items.get", json!({"id": id})).await;
+    assert_eq!(body["result"][0]["CONTACT_ID"], 202);
+    assert_eq!(body["result"][0]["IS_PRIMARY"], "Y");
+}
+
+#[tokio::test]
+async fn universal_item_methods_speak_camel_case() {
+    let b24 = B24Emulator::start().await;
+    let hook = b24.webhook_url();
+    let id = b24.seed_deal(
+        json!({"TITLE": "Металлоконструкции", "OPPORTUNITY": "99000.5", "UF_CRM_CATEGORY": 51}),
+    );
+
+    let (status, body) = post_json(
+        &hook,
+        "crm.item.get",
+        json!({"entityTypeId": DEAL_TYPE, "id": id}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let item = &body["result"]["item"];
+    assert_eq!(item["id"], id);
+    assert_eq!(item["title"], "Металлоконструкции");
+    assert_eq!(item["opportunity"], 99000.5);
+    assert_eq!(item["stageId"], "NEW");
+    assert_eq!(item["ufCrmCategory"], 51);
+    assert!(item["createdTime"].is_string() && item["contactIds"].is_array());
+
+    let (status, body) = post_json(
+        &hook,
+        "crm.item.update",
+        json!({"entityTypeId": 2, "id": id,
+               "fields": {"ufCrmScore": 42.5, "stageId": "PREPARATION", "noSuchField": 1}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["item"]["ufCrmScore"], 42.5);
+    assert_eq!(b24.deal(id).unwrap()["STAGE_ID"], "PREPARATION");
+
+    // Moving to another funnel is for crm.item.update only; the stage follows the funnel.
+    post_json(
+        &hook,
+        "crm.item.update",
+        json!({"entityTypeId": 2, "id": id, "fields": {"categoryId": 1}}),
+    )
+    .await;
+    let deal = b24.deal(id).unwrap();
+    assert_eq!(
+        (deal["CATEGORY_ID"].as_str(), deal["STAGE_ID"].as_str()),
+        (Some("1"), Some("C1:NEW"))
+    );
+
+    let (status, body) =
+        post_json(&hook, "crm.item.get", json!({"entityTypeId": 2, "id": 5})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn batch_runs_three_commands_as_one_request() {
+    let b24 = B24Emulator::start().await;
+    let hook = b24.webhook_url();
+    let id = b24.seed_deal(json!({"TITLE": "Поставка проволоки", "COMPANY_ID": 11}));
+
+    // Written as text: `json!` sorts keys, and here "company" must come after "deal" (the
+    // order of `cmd` is the order of execution, so a client must keep it too).
+    let body = format!(
+        r#"{{"halt": 0, "cmd": {{
+            "deal": "crm.deal.get?id={id}",
+            "company": "crm.company.get?id=$result[deal][COMPANY_ID]",
+            "missing": "crm.deal.get?id=424242",
+            "managers": "user.get?filter[WORK_POSITION]=Менеджер по продажам&filter[ACTIVE]=Y"
+        }}}}"#
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{hook}batch"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let (status, body) = read(response).await;
+    assert_eq!(status, 200, "{body}");
+    let r = &body["result"];
+    assert_eq!(r["result"]["deal"]["TITLE"], "Поставка проволоки");
+    assert_eq!(r["result"]["company"]["TITLE"], "ООО Сварка-Про");
+    assert_eq!(
+        r["result_error"]["missing"]["error_description"],
+        "Not found"
+    );
+    assert_eq!(r["result_total"]["managers"], 2);
+    assert_eq!(r["result_next"], json!([]));
+    assert!(r["result_time"]["deal"]["duration"].is_f64());
+    assert_eq!(b24.request_count(), 1, "a batch is one request");
+
+    // Over 50 commands: the first 50 run, the rest fail. (Zero-padded keys keep the order
+    // that `json!` sorts.)
+    let mut cmd = serde_json::Map::new();
+    for i in 0..51 {
+        cmd.insert(format!("c{i:02}"), json!("user.current"));
+    }
+    let (status, body) = post_json(&hook, "batch", json!({"cmd": cmd})).await;
+    assert_eq!(status, 200);
+    let r = &body["result"];
+    assert_eq!(r["result"].as_object().unwrap().len(), 50);
+    assert_eq!(r["result_error"].as_object().unwrap().len(), 1);
+    assert_eq!(
+        r["result_error"]["c50"]["error"],
+        "ERROR_BATCH_LENGTH_EXCEEDED"
+    );
+
+    // No batch inside a batch.
+    let (_, body) = post_json(
+        &hook,
+        "batch",
+        json!({"cmd": {"inner": "batch?cmd[x]=user.current"}}),
+    )
+    .await;
+    assert_eq!(
+        body["result"]["result_error"]["inner"]["error"],
+        "ERROR_BATCH_METHOD_NOT_ALLOWED"
+    );
+
+    // halt=1 stops at the first error; numbered commands come back as lists.
+    let (_, body) = post_form(
+        &hook,
+        "batch",
+        "halt=1&cmd[0]=crm.deal.get%3Fid%3D424242&cmd[1]=user.current",
+    )
+    .await;
+    assert_eq!(body["result"]["result"], json!([]), "{body}");
+    assert_eq!(
+        body["result"]["result_error"][0]["error_description"],
+        "Not found"
+    );
+}
+
+#[tokio::test]
+async fn the_leaky_bucket_refuses_the_request_past_the_burst_then_drains() {
+    let b24 = B24Emulator::start().await;
+    let hook = b24.webhook_url();
+    b24.set_bucket(5, 2.0);
+    for i in 0..5 {
+        let (status, body) = get(&format!("{hook}user.current")).await;
+        assert_eq!(status, 200, "request {i}: {body}");
+    }
+    let (status, body) = get(&format!("{hook}user.current")).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        body,
+        json!({"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"})
+    );
+    assert_eq!(b24.query_limit_hits(), 1);
+
+    // 2 a second drain: one slot is free again after half a second.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, _) = get(&format!("{hook}user.current")).await;
+    assert_eq!(status, 200);
+    let (status, _) = get(&format!("{hook}user.current")).await;
+    assert_eq!(status, 503);
+    assert_eq!(b24.query_limit_hits(), 2);
+}
+
+#[tokio::test]
+async fn todo_activity_and_timeline_comment() {
+    let b24 = B24Emulator::start().await;
+    let hook = b24.webhook_url();
+    let id = b24.seed_deal(json!({"TITLE": "Заявка на сварку труб"}));
+
+    let (status, body) = post_json(
+        &hook,
+        "crm.activity.todo.add",
+        json!({"ownerTypeId": 2, "ownerId": id, "deadline": "2026-11-24T12:00:00",
+               "title": "Перезвонить клиенту", "description": "Уточнить объём", "responsibleId": 2}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["result"]["id"].is_i64());
+    let activities = b24.activities();
+    assert_eq!(activities.len(), 1);
+    assert_eq!(activities[0]["OWNER_ID"], json!(id.to_string()));
+    assert_eq!(activities[0]["DEADLINE"], "2026-11-24T12:00:00+03:00");
+    assert_eq!(activities[0]["RESPONSIBLE_ID"], "2");
+
+    let (status, body) = post_json(
+        &hook,
+        "crm.activity.todo.add",
+        json!({"ownerTypeId": 2, "ownerId": 777, "deadline": "2026-11-24T12:00:00"}),
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("NOT_FOUND")));
+
+    let form = format!(
+        "fields[ENTITY_ID]={id}&fields[ENTITY_TYPE]=deal&fields[COMMENT]=Робот%3A+горячий+лид"
+    );
+    let (status, body) = post_form(&hook, "crm.timeline.comment.add", &form).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["result"].is_i64());
+    let comments = b24.comments_of(id);
+    assert_eq!(comments.len(), 1);
+    assert_eq!(comments[0]["COMMENT"], "Робот: горячий лид");
+
+    let (status, body) = post_json(
+        &hook,
+        "tasks.task.add",
+        json!({"fields": {"TITLE": "Подготовить КП", "RESPONSIBLE_ID": 3,
+                          "DEADLINE": "2026-11-25T18:00:00+03:00", "UF_CRM_TASK": [format!("D_{id}")]}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["task"]["responsibleId"], "3");
+    assert_eq!(b24.tasks()[0]["ufCrmTask"], json!([format!("D_{id}")]));
+    let (status, body) = post_json(
+        &hook,
+        "tasks.task.add",
+        json!({"fields": {"RESPONSIBLE_ID": 3}}),
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("ERROR_CORE")));
+}
+
+#[tokio::test]
+async fn users_statuses_categories_and_fields() {
+    let b24 = B24Emulator::start().await;
+    let hook = b24.webhook_url();
+
+    let (_, body) = get(&format!("{hook}user.get?ID=1")).await;
+    assert_eq!(body["result"][0]["NAME"], "Елена");
+    assert_eq!(body["result"][0]["LAST_NAME"], "Прекрасная");
+    let (_, body) = post_json(&hook, "user.get", json!({"filter": {"ACTIVE": true}})).await;
+    assert_eq!(body["total"], 3, "the dismissed manager is not active");
+
+    let (_, body) = post_json(
+        &hook,
+        "crm.status.list",
+        json!({"filter": {"ENTITY_ID": "DEAL_STAGE"}}),
+    )
+    .await;
+    let stages: Vec<(&str, &str)> = body["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["STATUS_ID"].as_str().unwrap(),
+                s["NAME"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            ("NEW", "Новая"),
+            ("PREPARATION", "Подготовка документов"),
+            ("EXECUTING", "В работе"),
+            ("WON", "Сделка успешна"),
+            ("LOSE", "Сделка провалена"),
+        ]
+    );
+    assert_eq!(body["result"][4]["EXTRA"]["SEMANTICS"], "failure");
+    let (_, body) = get(&format!(
+        "{hook}crm.status.list?filter[ENTITY_ID]=DEAL_STAGE_1"
+    ))
+    .await;
+    assert_eq!(body["result"][0]["STATUS_ID"], "C1:NEW");
+    assert_eq!(body["result"][0]["CATEGORY_ID"], "1");
+    let (_, body) = get(&format!("{hook}crm.status.list?filter[ENTITY_ID]=SOURCE")).await;
+    assert!(
+        body["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["NAME"] == "Веб-сайт")
+    );
+
+    let (_, body) = post_json(&hook, "crm.category.list", json!({"entityTypeId": 2})).await;
+    assert_eq!(body["result"]["categories"][0]["name"], "Продажи");
+    let (_, body) = get(&format!("{hook}crm.dealcategory.list")).await;
+    assert_eq!(body["result"][0]["NAME"], "Повторные продажи");
+
+    let (_, body) = get(&format!("{hook}crm.deal.fields")).await;
+    let priority = &body["result"]["UF_CRM_PRIORITY"];
+    assert_eq!(priority["type"], "enumeration");
+    assert_eq!(priority["listLabel"], "Приоритет");
+    assert_eq!(
+        priority["items"][0],
+        json!({"ID": "45", "VALUE": "Высокий"})
+    );
+    assert_eq!(
+        body["result"]["UF_CRM_LOSS_REASON"]["items"][1]["VALUE"],
+        "Выбрали конкурента"
+    );
+    assert_eq!(body["result"]["STAGE_ID"]["statusType"], "DEAL_STAGE");
+
+    let (status, body) = get(&format!("{hook}crm.no.such.method")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("ERROR_METHOD_NOT_FOUND"))
+    );
+}
+
+#[tokio::test]
+async fn contact_multifields_and_company() {
+    let b24 = B24Emulator::start().await;
+    let hook = b24.webhook_url();
+    let (_, body) = get(&format!("{hook}crm.contact.get?id=203")).await;
+    let contact = &body["result"];
+    assert_eq!(contact["NAME"], "Андрей");
+    assert_eq!(contact["PHONE"][0]["VALUE"], "+7 912 345-67-89");
+    assert_eq!(contact["PHONE"][0]["TYPE_ID"], "PHONE");
+    assert_eq!(contact["HAS_PHONE"], "Y");
+    let phone_id = contact["PHONE"][0]["ID"].as_str().unwrap().to_owned();
+
+    let (status, body) = post_json(
+        &hook,
+        "crm.contact.update",
+        json!({"id": 203, "fields": {"PHONE": [
+            {"ID": phone_id, "DELETE": "Y"},
+            {"VALUE": "+7 912 000-00-01", "VALUE_TYPE": "WORK"}
+        ]}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let phones = b24.contact(203).unwrap()["PHONE"].clone();
+    assert_eq!(phones.as_array().unwrap().len(), 1);
+    assert_eq!(phones[0]["VALUE"], "+7 912 000-00-01");
+
+    let (_, body) = get(&format!("{hook}crm.company.get?id=11")).await;
+    assert_eq!(body["result"]["TITLE"], "ООО Сварка-Про");
+    let (status, body) = post_json(
+        &hook,
+        "crm.company.update",
+        json!({"id": 1, "fields": {"TITLE": "x"}}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error_description"], "Company is not found");
+
+    let (_, body) = post_json(
+        &hook,
+        "crm.lead.list",
+        json!({"filter": {"STATUS_ID": "NEW"}, "select": ["*", "PHONE"]}),
+    )
+    .await;
+    assert_eq!(body["total"], 1);
+    assert_eq!(body["result"][0]["PHONE"][0]["VALUE"], "+7 900 111-22-33");
+}
+
+#[tokio::test]
+async fn wrong_webhook_code_and_spent_time_budget() {
+    let b24 = B24Emulator::start().await;
+    let (status, body) = get(&format!(
+        "{}/rest/1/wrongcode/crm.deal.list",
+        b24.base_url()
+    ))
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        body,
+        json!({"error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"})
+    );
+
+    let hook = b24.webhook_url();
+    b24.exhaust_method("crm.deal.list");
+    let (status, body) = get(&format!("{hook}crm.deal.list")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("OPERATION_TIME_LIMIT"))
+    );
+    let (status, _) = get(&format!("{hook}crm.deal.fields")).await;
+    assert_eq!(status, 200, "other methods keep working");
+    let (_, body) = post_json(&hook, "batch", json!({"cmd": {"a": "crm.deal.list"}})).await;
+    assert_eq!(
+        body["result"]["result_error"]["a"]["error"],
+        "OPERATION_TIME_LIMIT"
+    );
+    b24.restore_method("crm.deal.list");
+    let (status, _) = get(&format!("{hook}crm.deal.list")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn oauth_token_expires_then_the_refresh_gives_a_working_pair() {
+    let b24 = B24Emulator::start().await;
+    let rest = b24.rest_url();
+    let (access, refresh) = b24.issue_oauth_tokens();
+
+    let (status, body) = get(&format!("{rest}crm.deal.fields?auth={access}")).await;
+    assert_eq!(status, 200, "{body}");
+
+    b24.expire_access_tokens();
+    let (status, body) = post_json(&rest, "user.current", json!({"auth": access})).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"], "expired_token");
+
+    let (client_id, client_secret) = b24.oauth_client();
+    let url = format!(
+        "{}?grant_type=refresh_token&client_id={client_id}&client_secret={client_secret}&refresh_token={refresh}",
+        b24.oauth_token_url()
+    );
+    let (status, body) = get(&url).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["expires_in"], 3600);
+    let new_access = body["access_token"].as_str().unwrap();
+    assert_ne!(body["refresh_token"].as_str().unwrap(), refresh);
+
+    let (status, body) = get(&format!("{rest}user.current.json?auth={new_access}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["NAME"], "Елена");
+
+    // A refresh token is spent by its use.
+    let (status, body) = get(&url).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let (status, body) = get(&format!("{rest}user.current")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("NO_AUTH_FOUND"))
+    );
+}
+
+#[tokio::test]
+async fn injected_failures_come_first_then_the_portal_answers() {
+    let b24 = B24Emulator::start().await;
+    let hook = b24.webhook_url();
+    b24.fail_next(1, 502);
+    let (status, body) = get(&format!("{hook}user.current")).await;
+    assert_eq!(status, 502);
+    assert!(
+        body.as_str().unwrap().contains("502 Bad Gateway"),
+        "nginx's HTML, not JSON"
+    );
+    let (status, _) = get(&format!("{hook}user.current")).await;
+    assert_eq!(status, 200);
+    let requests = b24.requests();
+    assert_eq!(
+        requests
+            .iter()
+            .map(|r| (r.method_name.as_str(), r.status))
+            .collect::<Vec<_>>(),
+        [("user.current", 502), ("user.current", 200)]
+    );
+}

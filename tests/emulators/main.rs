@@ -1,0 +1,8 @@
+//! Self-tests of the emulators in `tests/support/`: each is driven over HTTP the way a
+//! client would, so the robot's own tests can trust what they answer.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod amocrm;
+mod bitrix24;

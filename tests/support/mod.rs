@@ -1,0 +1,4 @@
+//! Emulators of the outside APIs, for tests.
+
+pub mod amocrm;
+pub mod bitrix24;
