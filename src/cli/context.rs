@@ -8,9 +8,17 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use secrecy::SecretString;
 
+use crate::adapters::amocrm::api::{AmoCrm, FieldMapping};
+use crate::adapters::amocrm::oauth::Credentials;
+use crate::adapters::crm::Crm;
+use crate::adapters::crm::fields::FieldRef;
 use crate::adapters::store::{Location, Store, StoreSettings};
-use crate::config::{self, Env, RobotConfig, Secrets, Severity, StorageBackend};
+use crate::config::{self, CrmKind, Env, RobotConfig, Secrets, Severity, StorageBackend};
+use crate::domain::event::Source;
+use crate::domain::rate::Rate;
 use crate::domain::retry::RetryPolicy;
+use crate::service::entities::LoadEntity;
+use crate::service::jobs::EventHandler;
 use crate::service::jobs::{Jobs, Journal};
 use crate::service::secrets::{self, Origin};
 use crate::service::settings::{AmocrmAccount, Bitrix24Portal, Settings};
@@ -133,6 +141,98 @@ impl Context {
     }
 }
 
+/// The configured CRM, ready to call.
+pub struct ConnectedCrm {
+    /// The client.
+    pub crm: Arc<dyn Crm>,
+    /// The source its webhooks come as.
+    pub source: Source,
+    /// What it is, for people: "amoCRM https://robotdemo.amocrm.ru (long-lived token)".
+    pub description: String,
+    /// The amoCRM client itself, for what only amoCRM has (the OAuth code exchange).
+    pub amocrm: Option<Arc<AmoCrm>>,
+}
+
+impl Context {
+    /// The configured CRM when its credentials are in the environment; `Ok(None)` when they
+    /// are not (then the robot only records events), with the reason.
+    pub fn crm(&self, store: &Store) -> anyhow::Result<Result<ConnectedCrm, String>> {
+        let mapping = |table: &std::collections::BTreeMap<String, config::FieldName>| {
+            table
+                .iter()
+                .map(|(ours, name)| (ours.clone(), FieldRef::parse(name.as_str())))
+                .collect()
+        };
+        let fields = FieldMapping {
+            leads: mapping(&self.config.fields.leads),
+            contacts: mapping(&self.config.fields.contacts),
+            companies: mapping(&self.config.fields.companies),
+        };
+        match self.config.crm.kind {
+            CrmKind::Amocrm => {
+                let Some(amo) = &self.config.amocrm else {
+                    return Ok(Err("there is no [amocrm] section in robot.toml".into()));
+                };
+                let (credentials, how) = if let Some(token) = &self.secrets.amocrm_token {
+                    (Credentials::LongLived(token.clone()), "long-lived token")
+                } else if let (Some(client_id), Some(redirect_uri), Some(secret)) = (
+                    &amo.client_id,
+                    &amo.redirect_uri,
+                    &self.secrets.amocrm_client_secret,
+                ) {
+                    let credentials = Credentials::OAuth {
+                        client_id: client_id.clone(),
+                        client_secret: secret.clone(),
+                        redirect_uri: redirect_uri.clone(),
+                    };
+                    (credentials, "OAuth integration")
+                } else {
+                    return Ok(Err(format!(
+                        "set {} (a long-lived token), or amocrm.client_id, amocrm.redirect_uri and {}",
+                        config::AMOCRM_TOKEN_VAR,
+                        config::AMOCRM_CLIENT_SECRET_VAR
+                    )));
+                };
+                // A couple of percent under the limit, so that network jitter never lands
+                // one request too many within a second.
+                let rate = Rate {
+                    per_second: amo.rate_per_second / 1.02,
+                    burst: 1,
+                };
+                let client = Arc::new(
+                    AmoCrm::new(&amo.base_url(), credentials, store.clone(), fields)
+                        .with_rate(rate),
+                );
+                Ok(Ok(ConnectedCrm {
+                    crm: client.clone(),
+                    source: Source::Amocrm,
+                    description: format!("amoCRM {} ({how})", amo.base_url()),
+                    amocrm: Some(client),
+                }))
+            }
+            CrmKind::Bitrix24 => Ok(Err("the Bitrix24 REST adapter is not wired in yet".into())),
+        }
+    }
+
+    /// What the workers do with an event: load its record through the CRM and record it,
+    /// or only record it when no CRM is connected. Says which, for the start-up message.
+    pub fn handler(&self, store: &Store) -> anyhow::Result<(Arc<dyn EventHandler>, String)> {
+        Ok(match self.crm(store)? {
+            Ok(connected) => (
+                Arc::new(LoadEntity::new(connected.crm, connected.source)),
+                format!(
+                    "{}: each event's lead, contact or company is loaded",
+                    connected.description
+                ),
+            ),
+            Err(why) => (
+                Arc::new(Journal),
+                format!("not connected ({why}): events are recorded only"),
+            ),
+        })
+    }
+}
+
 /// The secrets `replay` posts with: from the environment, else those `serve` keeps in the
 /// data folder of this config.
 pub struct ReplaySecrets {
@@ -178,5 +278,6 @@ pub async fn jobs(dir: &Path) -> anyhow::Result<Jobs> {
     let ctx = load(dir)?;
     let store = ctx.open_store().await?;
     let (settings, _) = ctx.settings(false)?;
-    Ok(Jobs::new(store, Arc::new(Journal), settings.retry))
+    let (handler, _) = ctx.handler(&store)?;
+    Ok(Jobs::new(store, handler, settings.retry))
 }

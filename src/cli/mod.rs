@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod context;
+pub mod crm;
 pub mod dead;
 pub mod replay;
 pub mod serve;
@@ -49,6 +50,18 @@ pub enum Command {
         #[command(subcommand)]
         action: dead::DeadAction,
     },
+    /// See the CRM as the robot sees it.
+    Crm {
+        /// `lead ID` or `check`.
+        #[command(subcommand)]
+        action: crm::CrmAction,
+    },
+    /// Connect the robot to a CRM that uses OAuth.
+    Auth {
+        /// Which CRM.
+        #[command(subcommand)]
+        action: crm::AuthAction,
+    },
     /// Measure the robot's speed.
     Bench {
         /// What to measure.
@@ -65,6 +78,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay::run(&cli.config, args).await,
         Command::CheckConfig => context::check_config(&cli.config),
         Command::Dead { action } => dead::run(&cli.config, action).await,
+        Command::Crm { action } => crm::run(&cli.config, action).await,
+        Command::Auth { action } => crm::auth(&cli.config, action).await,
         Command::Bench { what } => bench::run(what).await,
     }
 }

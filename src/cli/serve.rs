@@ -8,7 +8,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::context;
 use crate::service::app::Application;
-use crate::service::jobs::Journal;
 use crate::service::secrets::Origin;
 use crate::service::worker;
 
@@ -36,12 +35,13 @@ pub async fn serve(config_dir: &Path, http: bool, worker: bool) -> anyhow::Resul
     let ctx = context::load(config_dir)?;
     let store = ctx.open_store().await?;
     let (settings, hook_origin) = ctx.settings(worker)?;
+    let (handler, crm) = ctx.handler(&store)?;
     let stop = CancellationToken::new();
     stop_on_signal(stop.clone());
     if !http {
         let jobs = Arc::new(crate::service::jobs::Jobs::new(
             store,
-            Arc::new(Journal),
+            handler,
             settings.retry,
         ));
         println!(
@@ -49,6 +49,7 @@ pub async fn serve(config_dir: &Path, http: bool, worker: bool) -> anyhow::Resul
             ctx.storage_description(),
             jobs.queue()
         );
+        println!("CRM: {crm}");
         let grace = settings.shutdown_grace;
         worker::run(jobs, settings.concurrency, grace, async move {
             stop.cancelled().await
@@ -57,7 +58,7 @@ pub async fn serve(config_dir: &Path, http: bool, worker: bool) -> anyhow::Resul
         .context("the worker gave up")?;
         return Ok(());
     }
-    let app = Application::build(settings, store, Arc::new(Journal))
+    let app = Application::build(settings, store, handler)
         .await
         .with_context(|| format!("cannot listen on {}", ctx.listen()))?;
     println!(
@@ -76,6 +77,7 @@ pub async fn serve(config_dir: &Path, http: bool, worker: bool) -> anyhow::Resul
         ),
         Origin::Environment => println!("hook secret: from ROBOT_HOOK_SECRET"),
     }
+    println!("CRM: {crm}");
     println!("Paste these webhook URLs:");
     for (who, url) in app.webhook_urls() {
         println!("  {who:<9} {url}");

@@ -1,7 +1,10 @@
 //! End-to-end tests of the robot over HTTP, on both backends.
 
 mod helpers;
+#[path = "../support/mod.rs"]
+mod support;
 
+mod crm_wiring;
 mod health;
 mod intake;
 mod jobs;

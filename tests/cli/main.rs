@@ -2,7 +2,10 @@
 //! `replay`, `check-config`, `dead`.
 
 mod process;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod check_config;
 mod crash;
+mod crm;
 mod replay;

@@ -137,6 +137,17 @@ impl AmoCrm {
         }
     }
 
+    /// Another rate limit than amoCRM's default (a plan with another limit).
+    pub fn with_rate(mut self, rate: Rate) -> AmoCrm {
+        self.limiter = Limiter::new(
+            self.limiter.store().clone(),
+            self.limiter.bucket().to_owned(),
+            rate,
+        );
+        self.tokens = self.tokens.with_limiter(self.limiter.clone());
+        self
+    }
+
     /// Retries with other waits (tests make them short).
     pub fn with_retries(mut self, retries: Retries) -> AmoCrm {
         self.retries = retries;

@@ -108,6 +108,12 @@ impl Tokens {
         }
     }
 
+    /// The same tokens, their requests under another limit.
+    pub fn with_limiter(mut self, limiter: Limiter) -> Tokens {
+        self.limiter = limiter;
+        self
+    }
+
     async fn stored(&self) -> Result<Option<Pair>, CrmError> {
         match self.store.value(&self.name).await? {
             Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {

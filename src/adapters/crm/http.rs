@@ -40,6 +40,16 @@ impl Limiter {
     pub fn rate(&self) -> Rate {
         self.rate
     }
+
+    /// The store the limit lives in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The limit's name in the store.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
 }
 
 /// How often and how patiently a request is retried.

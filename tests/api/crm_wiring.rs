@@ -1,0 +1,95 @@
+//! An event's lead is loaded through the CRM before anything is decided.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sales_robot::adapters::amocrm::api::{AmoCrm, FieldMapping};
+use sales_robot::adapters::amocrm::oauth::Credentials;
+use sales_robot::adapters::crm::http::Retries;
+use sales_robot::domain::event::Source;
+use sales_robot::domain::retry::RetryPolicy;
+use sales_robot::service::entities::LoadEntity;
+use secrecy::SecretString;
+
+use crate::helpers::{Backend, fresh_store, spawn_app_with};
+use crate::support::amocrm::{AmoEmulator, NewLead};
+
+fn status_body(lead: i64) -> String {
+    format!(
+        "leads[status][0][id]={lead}&leads[status][0][status_id]=142&leads[status][0][old_status_id]=1\
+         &leads[status][0][last_modified]=1763900000&account[subdomain]=robotdemo&account[id]=29876543"
+    )
+}
+
+async fn crm_handler(amo: &AmoEmulator) -> Arc<LoadEntity> {
+    let dir = tempfile::tempdir().unwrap();
+    // The CRM's rate limit lives in a store of its own here; in `serve` it is the robot's.
+    let store = fresh_store(Backend::Sqlite, dir.path()).await;
+    std::mem::forget(dir);
+    let crm = AmoCrm::new(
+        amo.base_url(),
+        Credentials::LongLived(SecretString::from(amo.long_lived_token())),
+        store,
+        FieldMapping::default(),
+    )
+    .with_retries(Retries {
+        attempts: 2,
+        base: Duration::from_millis(20),
+        max: Duration::from_millis(50),
+    });
+    Arc::new(LoadEntity::new(Arc::new(crm), Source::Amocrm))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_makes_the_worker_read_its_lead_from_the_crm() {
+    let amo = AmoEmulator::start().await;
+    let lead = amo.seed_lead(NewLead::new("Заявка"));
+    let app = spawn_app_with(Backend::Sqlite, crm_handler(&amo).await, |_| {}).await;
+    assert_eq!(app.post_amocrm(status_body(lead)).await.status(), 200);
+    app.wait_for_journal(1, 10).await;
+    let reads = amo
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == format!("/api/v4/leads/{lead}"))
+        .count();
+    assert_eq!(reads, 1, "the lead was read once");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_lead_is_a_normal_outcome() {
+    let amo = AmoEmulator::start().await;
+    let app = spawn_app_with(Backend::Sqlite, crm_handler(&amo).await, |_| {}).await;
+    assert_eq!(
+        app.post_amocrm(status_body(987_654_321)).await.status(),
+        200
+    );
+    app.wait_for_journal(1, 10).await;
+    assert!(app.store.dead_letters().await.unwrap().is_empty());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crm_outage_delays_the_event_and_loses_nothing() {
+    let amo = AmoEmulator::start().await;
+    let lead = amo.seed_lead(NewLead::new("Заявка"));
+    // Two attempts of the adapter per job attempt: the first job attempt meets only 502s.
+    amo.fail_next(2, 502);
+    let app = spawn_app_with(Backend::Sqlite, crm_handler(&amo).await, |s| {
+        s.retry = RetryPolicy {
+            max_attempts: 5,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(2),
+        };
+    })
+    .await;
+    assert_eq!(app.post_amocrm(status_body(lead)).await.status(), 200);
+    app.wait_for_journal(1, 15).await;
+    assert!(app.store.dead_letters().await.unwrap().is_empty());
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"outcome="retry""#),
+        "the job was retried: {metrics}"
+    );
+    app.stop().await;
+}

@@ -1,0 +1,119 @@
+//! `crm lead`, `crm check` and `auth amocrm` against the amoCRM emulator.
+
+use serde_json::json;
+
+use crate::process::{Backend, Robot};
+use crate::support::amocrm::{self as emu, AmoEmulator, NewContact, NewLead};
+
+fn robot_on(amo: &AmoEmulator) -> Robot {
+    let mut robot = Robot::new(Backend::Sqlite);
+    robot
+        .env
+        .push(("ROBOT_AMOCRM_BASE_URL".into(), amo.base_url().to_owned()));
+    robot
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crm_lead_prints_the_lead_with_our_field_names() {
+    let amo = AmoEmulator::start().await;
+    let contact = amo.seed_contact(NewContact::new("Ольга Смирнова").phone("+79161234567"));
+    let lead = amo.seed_lead(
+        NewLead::new("Заявка с сайта")
+            .price(90_000)
+            .field(emu::FIELD_BRAND, json!("Сварог"))
+            .contact(contact),
+    );
+    let mut robot = robot_on(&amo);
+    robot
+        .env
+        .push(("ROBOT_AMOCRM_TOKEN".into(), amo.long_lived_token()));
+    let out = tokio::task::spawn_blocking(move || robot.run(&["crm", "lead", &lead.to_string()]))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(printed["fields"]["brand"], "Сварог");
+    assert_eq!(printed["budget"], 90000.0);
+    assert_eq!(printed["contacts"][0]["phones"][0], "+79161234567");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crm_check_names_the_fields_the_account_lacks() {
+    let amo = AmoEmulator::start().await;
+    let mut robot = robot_on(&amo);
+    robot
+        .env
+        .push(("ROBOT_AMOCRM_TOKEN".into(), amo.long_lived_token()));
+    let out = tokio::task::spawn_blocking(move || robot.run(&["crm", "check"]))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.contains("ok: credentials work"), "{stdout}");
+    // The emulated account has the lead fields of the shipped config, not the company ones.
+    assert!(!stdout.contains("«Категория»"), "{stdout}");
+    assert!(stdout.contains("«ИНН»"), "{stdout}");
+    assert!(!out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_credentials_the_crm_commands_say_what_to_set() {
+    let amo = AmoEmulator::start().await;
+    let robot = robot_on(&amo);
+    let out = tokio::task::spawn_blocking(move || robot.run(&["crm", "check"]))
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ROBOT_AMOCRM_TOKEN"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_exchanges_a_code_and_the_robot_then_reads_with_oauth() {
+    let amo = AmoEmulator::start().await;
+    let lead = amo.seed_lead(NewLead::new("Заявка"));
+    let client = amo.oauth_client();
+    let mut robot = robot_on(&amo);
+    robot
+        .env
+        .push(("ROBOT_AMOCRM_CLIENT_ID".into(), client.client_id.clone()));
+    robot.env.push((
+        "ROBOT_AMOCRM_REDIRECT_URI".into(),
+        client.redirect_uri.clone(),
+    ));
+    robot.env.push((
+        "ROBOT_AMOCRM_CLIENT_SECRET".into(),
+        client.client_secret.clone(),
+    ));
+    let code = amo.issue_code();
+    let robot = std::sync::Arc::new(robot);
+    let r = robot.clone();
+    let out = tokio::task::spawn_blocking(move || r.run(&["auth", "amocrm", "--code", &code]))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    amo.expire_access_tokens();
+    let r = robot.clone();
+    let out = tokio::task::spawn_blocking(move || r.run(&["crm", "lead", &lead.to_string()]))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the stored refresh token renews the access: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logs =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !logs.contains(&client.client_secret),
+        "the client secret never shows"
+    );
+    assert_eq!(amo.refresh_reuses(), 0);
+}
