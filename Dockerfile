@@ -3,6 +3,8 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY benches ./benches
+COPY tests/support ./tests/support
 RUN cargo build --release --locked
 
 # Run stage: the binary, the shipped rule files, a non-root user.
