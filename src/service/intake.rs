@@ -249,22 +249,38 @@ fn refusal_kind(r: &Refusal) -> String {
     }
 }
 
+/// What every webhook route does: the secret, the body, the source's own parsing and checks,
+/// then the queue.
+async fn hook(
+    intake: &Intake,
+    source: Source,
+    secret: &str,
+    body: Result<Bytes, BytesRejection>,
+    parse: impl FnOnce(&Intake, &[u8]) -> Result<Parsed, Refusal>,
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        intake.check_secret(secret)?;
+        let body = body_or_refusal(body, intake.settings.body_limit)?;
+        let parsed = parse(intake, &body)?;
+        intake.take(source, parsed).await
+    }
+    .await;
+    finish(source, started, result)
+}
+
 /// `POST /hooks/amocrm/{secret}`
 pub async fn amocrm_hook(
     State(intake): State<Arc<Intake>>,
     Path(secret): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let started = Instant::now();
-    let result = async {
-        intake.check_secret(&secret)?;
-        let body = body_or_refusal(body, intake.settings.body_limit)?;
-        let parsed = amocrm::webhook::parse(&body).map_err(Refusal::BadRequest)?;
+    hook(&intake, Source::Amocrm, &secret, body, |intake, body| {
+        let parsed = amocrm::webhook::parse(body).map_err(Refusal::BadRequest)?;
         intake.check_amocrm(&parsed)?;
-        intake.take(Source::Amocrm, parsed).await
-    }
-    .await;
-    finish(Source::Amocrm, started, result)
+        Ok(parsed)
+    })
+    .await
 }
 
 /// `POST /hooks/bitrix24/{secret}`
@@ -273,16 +289,12 @@ pub async fn bitrix24_hook(
     Path(secret): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let started = Instant::now();
-    let result = async {
-        intake.check_secret(&secret)?;
-        let body = body_or_refusal(body, intake.settings.body_limit)?;
-        let parsed = bitrix24::webhook::parse(&body).map_err(Refusal::BadRequest)?;
+    hook(&intake, Source::Bitrix24, &secret, body, |intake, body| {
+        let parsed = bitrix24::webhook::parse(body).map_err(Refusal::BadRequest)?;
         intake.check_bitrix24(&parsed)?;
-        intake.take(Source::Bitrix24, parsed).await
-    }
-    .await;
-    finish(Source::Bitrix24, started, result)
+        Ok(parsed)
+    })
+    .await
 }
 
 /// `POST /hooks/wazzup/{secret}`
@@ -291,16 +303,10 @@ pub async fn wazzup_hook(
     Path(secret): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let started = Instant::now();
-    let result = async {
-        intake.check_secret(&secret)?;
-        let body = body_or_refusal(body, intake.settings.body_limit)?;
-        let parsed = wazzup::webhook::parse(&body, &intake.settings.wazzup_channels)
-            .map_err(Refusal::BadRequest)?;
-        intake.take(Source::Wazzup, parsed).await
-    }
-    .await;
-    finish(Source::Wazzup, started, result)
+    hook(&intake, Source::Wazzup, &secret, body, |intake, body| {
+        wazzup::webhook::parse(body, &intake.settings.wazzup_channels).map_err(Refusal::BadRequest)
+    })
+    .await
 }
 
 /// The body of `POST /api/presence`.

@@ -485,6 +485,21 @@ impl AmoCrm {
         })
     }
 
+    /// Writes mapped fields of a record; nothing to write sends nothing.
+    async fn patch_fields(
+        &self,
+        path: &str,
+        fields: &Fields,
+        resolved: &ResolvedFields,
+    ) -> Result<(), CrmError> {
+        let values = Self::write_fields(fields, resolved);
+        if values.is_empty() {
+            return Ok(());
+        }
+        self.patch(path, json!({"custom_fields_values": values}))
+            .await
+    }
+
     async fn patch(&self, path: &str, body: Value) -> Result<(), CrmError> {
         self.call(Method::PATCH, path, &[], Some(&body))
             .await
@@ -761,13 +776,10 @@ impl Crm for AmoCrm {
 
     async fn update_company(&self, id: &str, fields: &Fields) -> Result<(), CrmError> {
         let resolved = self.resolved().await?;
-        let values = Self::write_fields(fields, &resolved.companies);
-        if values.is_empty() {
-            return Ok(());
-        }
-        self.patch(
+        self.patch_fields(
             &format!("/api/v4/companies/{id}"),
-            json!({"custom_fields_values": values}),
+            fields,
+            &resolved.companies,
         )
         .await
     }
@@ -782,13 +794,10 @@ impl Crm for AmoCrm {
 
     async fn update_contact(&self, id: &str, fields: &Fields) -> Result<(), CrmError> {
         let resolved = self.resolved().await?;
-        let values = Self::write_fields(fields, &resolved.contacts);
-        if values.is_empty() {
-            return Ok(());
-        }
-        self.patch(
+        self.patch_fields(
             &format!("/api/v4/contacts/{id}"),
-            json!({"custom_fields_values": values}),
+            fields,
+            &resolved.contacts,
         )
         .await
     }

@@ -1,3 +1,5 @@
-//! Bitrix24: its outbound events now; its REST API in a later step.
+//! Bitrix24: its outbound events, and its REST API behind the `Crm` trait.
 
+pub mod api;
+pub mod oauth;
 pub mod webhook;

@@ -178,7 +178,13 @@ impl Store {
     /// Adds a job to a queue, durably, unless its key was seen within the dedup window.
     /// Returns only once the job is committed.
     pub async fn enqueue(&self, item: QueueItem<'_>) -> Result<Enqueued, StoreError> {
-        each!(self, s => s.enqueue(item).await)
+        let job = batch::Job {
+            queue: item.queue.to_owned(),
+            payload: item.payload,
+            key: item.key.to_owned(),
+            run_after: item.run_after,
+        };
+        each!(self, s => s.batcher().enqueue(job).await)
     }
 
     /// Jobs waiting in a queue (due now or scheduled).

@@ -10,7 +10,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use super::batch::{Batcher, Job, by_queue};
-use super::{DeadLetter, Enqueued, JournalEntry, QueueItem, StoreError, StoreSettings};
+use super::{DeadLetter, Enqueued, JournalEntry, StoreError, StoreSettings};
 use crate::domain::event::Event;
 use crate::domain::presence::Presence;
 use crate::domain::rate::Rate;
@@ -139,15 +139,8 @@ impl RedisStore {
         Ok(())
     }
 
-    pub(super) async fn enqueue(&self, item: QueueItem<'_>) -> Result<Enqueued, StoreError> {
-        self.batcher
-            .enqueue(Job {
-                queue: item.queue.to_owned(),
-                payload: item.payload,
-                key: item.key.to_owned(),
-                run_after: item.run_after,
-            })
-            .await
+    pub(super) fn batcher(&self) -> &Batcher {
+        &self.batcher
     }
 
     pub(super) async fn queue_depth(&self, queue: &str) -> Result<u64, StoreError> {
