@@ -5,3 +5,4 @@
 mod support;
 
 mod amocrm;
+mod bitrix24;

@@ -671,7 +671,7 @@ impl Bitrix24 {
         // otherwise find the bucket still full.
         let reserved = Rate {
             per_second: rate.per_second,
-            burst: rate.burst,
+            burst: rate.burst.saturating_sub(1).max(1),
         };
         let limiter = Limiter::new(store, format!("bitrix24:{portal}"), reserved);
         Bitrix24 {
@@ -884,8 +884,18 @@ impl Bitrix24 {
         params: Value,
         items: impl Fn(&Value) -> Vec<Value>,
     ) -> Result<Vec<Value>, CrmError> {
+        self.list_from(method, params, items, 0).await
+    }
+
+    /// The pages of a list from `start` on.
+    async fn list_from(
+        &self,
+        method: &str,
+        params: Value,
+        items: impl Fn(&Value) -> Vec<Value>,
+        mut start: u64,
+    ) -> Result<Vec<Value>, CrmError> {
         let mut rows = Vec::new();
-        let mut start = 0;
         loop {
             let mut page = params.clone();
             page["start"] = json!(start);
@@ -897,6 +907,41 @@ impl Bitrix24 {
             }
         }
         Ok(rows)
+    }
+
+    /// The deal funnels, the default one (id 0) first.
+    async fn funnels(&self) -> Result<Vec<Named>, CrmError> {
+        let categories = |r: &Value| r.get("categories").map(rows).unwrap_or_default();
+        let params = json!({"entityTypeId": DEAL_TYPE});
+        match self.list_all("crm.category.list", params, categories).await {
+            Ok(list) => Ok(list
+                .iter()
+                .filter_map(|c| {
+                    Some(Named {
+                        id: id_of(c.get("id")?)?,
+                        name: text(c, "name"),
+                    })
+                })
+                .collect()),
+            // Portals without the universal API: the old method lists the added funnels only.
+            Err(CrmError::Rejected(msg)) if msg.contains("ERROR_METHOD_NOT_FOUND") => {
+                let old = self
+                    .list_all("crm.dealcategory.list", json!({}), rows)
+                    .await?;
+                Ok(std::iter::once(Named {
+                    id: "0".into(),
+                    name: "Общая".into(),
+                })
+                .chain(old.iter().filter_map(|c| {
+                    Some(Named {
+                        id: id_of(c.get("ID")?)?,
+                        name: text(c, "NAME"),
+                    })
+                }))
+                .collect())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn resolved(&self) -> Result<&Resolved, CrmError> {
@@ -1049,6 +1094,8 @@ impl Bitrix24 {
     }
 
     async fn complete_activity(&self, id: &str, result: &str) -> Result<(), CrmError> {
+        // `crm.activity.update` is marked deprecated for `crm.activity.todo.update`, which
+        // cannot complete a to-do: `COMPLETED=Y` through it is still the documented way.
         let commands = vec![
             (
                 "activity".to_owned(),
@@ -1582,83 +1629,60 @@ impl Crm for Bitrix24 {
     }
 
     async fn stages(&self) -> Result<Vec<Stage>, CrmError> {
-        let commands = vec![
-            (
-                "funnels".to_owned(),
-                command("crm.category.list", &[("entityTypeId", "2")]),
-            ),
-            ("stages".to_owned(), command("crm.status.list", &[])),
-        ];
-        let mut outcomes = self.batch(&commands, false).await?;
-        let statuses = outcomes
-            .remove("stages")
-            .map(Found::required)
-            .transpose()?
-            .map(|a| rows(&a.result))
-            .unwrap_or_default();
-        let funnels: Vec<Named> = match outcomes.remove("funnels").map(Found::required) {
-            Some(Ok(answer)) => answer
-                .result
-                .get("categories")
-                .map(rows)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|c| {
-                    Some(Named {
-                        id: id_of(c.get("id")?)?,
-                        name: text(c, "name"),
-                    })
-                })
-                .collect(),
-            // Portals without the universal API: the old method lists the added funnels only.
-            _ => {
-                let old = self
-                    .list_all("crm.dealcategory.list", json!({}), rows)
-                    .await?;
-                std::iter::once(Named {
-                    id: "0".into(),
-                    name: "Общая".into(),
-                })
-                .chain(old.iter().filter_map(|c| {
-                    Some(Named {
-                        id: id_of(c.get("ID")?)?,
-                        name: text(c, "NAME"),
-                    })
-                }))
-                .collect()
-            }
-        };
-        let mut stages: Vec<(usize, i64, Stage)> = statuses
+        let funnels = self.funnels().await?;
+        // Each funnel's stages are a directory of their own (`DEAL_STAGE`, `DEAL_STAGE_<n>`);
+        // one batch reads them all. The whole `crm.status.list` would be pages of sources,
+        // types and industries too.
+        let entities: Vec<String> = funnels
             .iter()
-            .filter_map(|s| {
-                let entity = text(s, "ENTITY_ID");
-                let funnel = if entity == "DEAL_STAGE" {
-                    "0".to_owned()
-                } else {
-                    entity.strip_prefix("DEAL_STAGE_")?.to_owned()
-                };
-                let order = funnels
-                    .iter()
-                    .position(|f| f.id == funnel)
-                    .unwrap_or(usize::MAX);
-                let pipeline = funnels.get(order).cloned().unwrap_or(Named {
-                    id: funnel.clone(),
-                    name: funnel,
-                });
-                let sort = s.get("SORT").and_then(number).unwrap_or_default() as i64;
-                Some((
-                    order,
-                    sort,
-                    Stage {
-                        id: text(s, "STATUS_ID"),
-                        name: text(s, "NAME"),
-                        pipeline,
-                    },
-                ))
+            .map(|f| match f.id.as_str() {
+                "0" => "DEAL_STAGE".to_owned(),
+                n => format!("DEAL_STAGE_{n}"),
             })
             .collect();
-        stages.sort_by_key(|(order, sort, _)| (*order, *sort));
-        Ok(stages.into_iter().map(|(_, _, s)| s).collect())
+        let commands: Vec<(String, String)> = entities
+            .iter()
+            .map(|entity| {
+                let filter = [
+                    ("filter[ENTITY_ID]", entity.as_str()),
+                    ("order[SORT]", "ASC"),
+                ];
+                (entity.clone(), command("crm.status.list", &filter))
+            })
+            .collect();
+        let mut outcomes = self.batch(&commands, false).await?;
+        let mut stages = Vec::new();
+        for (funnel, entity) in funnels.iter().zip(&entities) {
+            let answer = outcomes
+                .remove(entity)
+                .map(Found::required)
+                .transpose()?
+                .unwrap_or_default();
+            let mut statuses = rows(&answer.result);
+            if let Some(next) = answer.next {
+                // A funnel of more than 50 stages: read on from where the batch stopped.
+                let params = json!({"filter": {"ENTITY_ID": entity}, "order": {"SORT": "ASC"}});
+                statuses.extend(
+                    self.list_from("crm.status.list", params, rows, next)
+                        .await?,
+                );
+            }
+            let mut found: Vec<(i64, Stage)> = statuses
+                .iter()
+                .map(|s| {
+                    let sort = s.get("SORT").and_then(number).unwrap_or_default() as i64;
+                    let stage = Stage {
+                        id: text(s, "STATUS_ID"),
+                        name: text(s, "NAME"),
+                        pipeline: funnel.clone(),
+                    };
+                    (sort, stage)
+                })
+                .collect();
+            found.sort_by_key(|(sort, _)| *sort);
+            stages.extend(found.into_iter().map(|(_, s)| s));
+        }
+        Ok(stages)
     }
 
     async fn loss_reasons(&self) -> Result<Vec<Named>, CrmError> {
