@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::adapters::amocrm::api::{AmoCrm, FieldMapping};
 use crate::adapters::amocrm::oauth::Credentials;
+use crate::adapters::bitrix24::api::{Access, Bitrix24};
 use crate::adapters::crm::Crm;
 use crate::adapters::crm::fields::FieldRef;
 use crate::adapters::store::{Location, Store, StoreSettings};
@@ -149,8 +150,27 @@ pub struct ConnectedCrm {
     pub source: Source,
     /// What it is, for people: "amoCRM https://robotdemo.amocrm.ru (long-lived token)".
     pub description: String,
-    /// The amoCRM client itself, for what only amoCRM has (the OAuth code exchange).
-    pub amocrm: Option<Arc<AmoCrm>>,
+    /// The client itself, for what the trait does not cover (checks, the OAuth code).
+    pub client: Client,
+}
+
+/// The CRM client by kind.
+#[derive(Clone)]
+pub enum Client {
+    /// amoCRM.
+    Amocrm(Arc<AmoCrm>),
+    /// Bitrix24.
+    Bitrix24(Arc<Bitrix24>),
+}
+
+impl Client {
+    /// The mapped custom fields the account lacks.
+    pub async fn missing_fields(&self) -> Result<Vec<String>, crate::adapters::crm::CrmError> {
+        match self {
+            Client::Amocrm(c) => c.check_fields().await,
+            Client::Bitrix24(c) => c.check_fields().await,
+        }
+    }
 }
 
 impl Context {
@@ -207,10 +227,52 @@ impl Context {
                     crm: client.clone(),
                     source: Source::Amocrm,
                     description: format!("amoCRM {} ({how})", amo.base_url()),
-                    amocrm: Some(client),
+                    client: Client::Amocrm(client),
                 }))
             }
-            CrmKind::Bitrix24 => Ok(Err("the Bitrix24 REST adapter is not wired in yet".into())),
+            CrmKind::Bitrix24 => {
+                let Some(b24) = &self.config.bitrix24 else {
+                    return Ok(Err("there is no [bitrix24] section in robot.toml".into()));
+                };
+                let Some(webhook) = &self.secrets.bitrix24_webhook else {
+                    return Ok(Err(format!(
+                        "set {} (the portal's inbound webhook URL, https://portal/rest/1/…/)",
+                        config::BITRIX24_WEBHOOK_VAR
+                    )));
+                };
+                let url = webhook.expose_secret();
+                let host = url
+                    .split("://")
+                    .nth(1)
+                    .and_then(|rest| rest.split('/').next())
+                    .unwrap_or_default();
+                if !url.starts_with("http://") && !url.starts_with("https://") {
+                    anyhow::bail!(
+                        "{} is not a URL (it should look like https://portal/rest/1/…/)",
+                        config::BITRIX24_WEBHOOK_VAR
+                    );
+                }
+                if !host.eq_ignore_ascii_case(&b24.domain) {
+                    tracing::warn!(webhook_host = %host, domain = %b24.domain, "the Bitrix24 webhook is on another host than bitrix24.domain");
+                }
+                let rate = Rate {
+                    per_second: b24.rate_per_second,
+                    burst: b24.burst,
+                };
+                let client = Arc::new(Bitrix24::new(
+                    Access::Webhook(webhook.clone()),
+                    store.clone(),
+                    rate,
+                    fields,
+                    b24.todo_via,
+                ));
+                Ok(Ok(ConnectedCrm {
+                    crm: client.clone(),
+                    source: Source::Bitrix24,
+                    description: format!("Bitrix24 {} (inbound webhook)", b24.domain),
+                    client: Client::Bitrix24(client),
+                }))
+            }
         }
     }
 

@@ -64,11 +64,9 @@ pub async fn run(config_dir: &Path, action: CrmAction) -> anyhow::Result<()> {
             println!("ok: {} stages", stages.len());
             let reasons = connected.crm.loss_reasons().await?;
             println!("ok: {} loss reasons", reasons.len());
-            if let Some(amo) = &connected.amocrm {
-                for missing in amo.check_fields().await? {
-                    problems += 1;
-                    println!("missing: {missing}");
-                }
+            for missing in connected.client.missing_fields().await? {
+                problems += 1;
+                println!("missing: {missing}");
             }
             if problems > 0 {
                 bail!(
@@ -86,9 +84,9 @@ pub async fn auth(config_dir: &Path, action: AuthAction) -> anyhow::Result<()> {
     match action {
         AuthAction::Amocrm { code } => {
             let connected = connect(config_dir).await?;
-            let amo = connected
-                .amocrm
-                .ok_or_else(|| anyhow!("crm.kind is not amocrm"))?;
+            let context::Client::Amocrm(amo) = connected.client else {
+                bail!("crm.kind is not amocrm");
+            };
             amo.tokens().exchange_code(&code).await?;
             println!("amoCRM tokens are kept in the store; the robot refreshes them from now on");
         }

@@ -117,3 +117,30 @@ async fn auth_exchanges_a_code_and_the_robot_then_reads_with_oauth() {
     );
     assert_eq!(amo.refresh_reuses(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_bitrix24_crm_lead_reads_the_deal_through_the_inbound_webhook() {
+    use crate::support::bitrix24::B24Emulator;
+    let b24 = B24Emulator::start().await;
+    let deal = b24
+        .seed_deal(json!({"TITLE": "Заявка с сайта", "OPPORTUNITY": "120000", "COMPANY_ID": 11}));
+    let mut robot = Robot::new(Backend::Sqlite);
+    robot.env.push(("ROBOT_CRM_KIND".into(), "bitrix24".into()));
+    robot
+        .env
+        .push(("ROBOT_BITRIX24_WEBHOOK".into(), b24.webhook_url()));
+    let out = tokio::task::spawn_blocking(move || robot.run(&["crm", "lead", &deal.to_string()]))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(printed["name"], "Заявка с сайта");
+    assert_eq!(printed["budget"], 120000.0);
+    assert_eq!(printed["company"]["name"], "ООО Сварка-Про");
+    assert!(
+        !stderr.contains(&b24.webhook_code()),
+        "the webhook's code never shows"
+    );
+}
