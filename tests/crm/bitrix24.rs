@@ -395,10 +395,7 @@ async fn a_todo_a_task_and_a_timeline_comment_are_created() {
     }
 }
 
-/// The emulator has no `crm.activity.list`, `crm.activity.get`, `crm.activity.update`,
-/// `tasks.task.list`, `tasks.task.complete` or `task.commentitem.add` yet.
 #[tokio::test]
-#[ignore = "the emulator lacks crm.activity.list/get/update and tasks.task.list/complete"]
 async fn a_todo_is_listed_open_and_completed() {
     let emu = B24Emulator::start().await;
     let id = emu.seed_deal(json!({"TITLE": "Заявка"})).to_string();

@@ -640,3 +640,430 @@ async fn injected_failures_come_first_then_the_portal_answers() {
         [("user.current", 502), ("user.current", 200)]
     );
 }
+
+#[tokio::test]
+async fn todos_are_listed_read_and_completed_as_activities() {
+    let b24 = B24Emulator::start().await;
+    let hook = b24.webhook_url();
+    let deal = b24.seed_deal(json!({"TITLE": "Поставка электродов"}));
+    let mut ids = Vec::new();
+    for (title, responsible) in [("Перезвонить клиенту", 2), ("Отправить КП", 3)]
+    {
+        let (status, body) = post_json(
+            &hook,
+            "crm.activity.todo.add",
+            json!({"ownerTypeId": DEAL_TYPE, "ownerId": deal, "deadline": "2026-11-24T12:00:00",
+                   "title": title, "description": format!("{title}\nподробности"),
+                   "responsibleId": responsible}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        ids.push(body["result"]["id"].as_i64().unwrap());
+    }
+    // Someone else's call on a contact, already done, and an app's configurable activity.
+    b24.seed_activity(json!({"TYPE_ID": 2, "PROVIDER_ID": "VOXIMPLANT_CALL",
+                             "PROVIDER_TYPE_ID": "CALL", "OWNER_TYPE_ID": 3, "OWNER_ID": 203,
+                             "SUBJECT": "Входящий звонок", "COMPLETED": "Y", "STATUS": "2",
+                             "RESPONSIBLE_ID": 2}));
+    let configurable = b24.seed_activity(json!({"PROVIDER_ID": "CONFIGURABLE_REST_APP",
+                                                "PROVIDER_TYPE_ID": "APP", "OWNER_TYPE_ID": 2,
+                                                "OWNER_ID": deal, "SUBJECT": "Дело приложения"}));
+
+    // The open to-dos of the deal, by the fields the robot selects.
+    let (status, body) = post_json(
+        &hook,
+        "crm.activity.list",
+        json!({"filter": {"COMPLETED": "N", "OWNER_TYPE_ID": 2, "OWNER_ID": deal,
+                          "PROVIDER_ID": "CRM_TODO"},
+               "select": ["ID", "OWNER_TYPE_ID", "OWNER_ID", "TYPE_ID", "SUBJECT", "DESCRIPTION",
+                          "DEADLINE", "RESPONSIBLE_ID", "COMPLETED"],
+               "order": {"ID": "ASC"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], 2);
+    assert!(body.get("next").is_none());
+    let first = &body["result"][0];
+    assert_eq!(first["ID"], json!(ids[0].to_string()));
+    assert_eq!(first["TYPE_ID"], "6");
+    assert_eq!(first["OWNER_ID"], json!(deal.to_string()));
+    assert_eq!(first["SUBJECT"], "Перезвонить клиенту");
+    assert_eq!(first["DESCRIPTION"], "Перезвонить клиенту\nподробности");
+    assert_eq!(first["DEADLINE"], "2026-11-24T12:00:00+03:00");
+    assert_eq!(first["RESPONSIBLE_ID"], "2");
+    assert_eq!(first["COMPLETED"], "N");
+    assert!(
+        first.get("PROVIDER_ID").is_none() && first.get("AUTHOR_ID").is_none(),
+        "only the selected fields: {first}"
+    );
+
+    // Form encoding; without `select` every field but COMMUNICATIONS and FILES.
+    let (_, body) = post_form(
+        &hook,
+        "crm.activity.list",
+        "filter[COMPLETED]=N&filter[RESPONSIBLE_ID]=3&order[ID]=DESC",
+    )
+    .await;
+    assert_eq!(body["total"], 1, "{body}");
+    let todo = &body["result"][0];
+    assert_eq!(
+        (
+            todo["PROVIDER_ID"].as_str(),
+            todo["PROVIDER_TYPE_ID"].as_str()
+        ),
+        (Some("CRM_TODO"), Some("TODO"))
+    );
+    assert_eq!(
+        (todo["STATUS"].as_str(), todo["AUTHOR_ID"].as_str()),
+        (Some("1"), Some("1"))
+    );
+    assert_eq!(todo["END_TIME"], "2026-11-24T12:00:00+03:00");
+    assert!(todo.get("COMMUNICATIONS").is_none() && todo.get("PING_OFFSETS").is_none());
+    let (_, body) = get(&format!("{hook}crm.activity.list?filter[COMPLETED]=Y")).await;
+    assert_eq!(body["result"][0]["PROVIDER_ID"], "VOXIMPLANT_CALL");
+    // BINDINGS: a row for each pair an activity matches.
+    let (_, body) = post_json(
+        &hook,
+        "crm.activity.list",
+        json!({"filter": {"BINDINGS": [{"OWNER_TYPE_ID": 2}, {"OWNER_ID": deal}],
+                          "PROVIDER_ID": "CRM_TODO"}, "select": ["ID"]}),
+    )
+    .await;
+    assert_eq!(body["total"], 4, "{body}");
+
+    // One by id; a missing one is the old methods' bare phrase.
+    let (status, body) = post_json(&hook, "crm.activity.get", json!({"id": ids[1]})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["SUBJECT"], "Отправить КП");
+    assert_eq!(body["result"]["OWNER_TYPE_ID"], "2");
+    let (status, body) = post_json(&hook, "crm.activity.get", json!({"id": 999_999})).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        json!({"error": "", "error_description": "Activity is not found"})
+    );
+    let (status, body) = get(&format!("{hook}crm.activity.get")).await;
+    assert_eq!(
+        (status, body["error_description"].as_str()),
+        (400, Some("ID is not defined or invalid."))
+    );
+
+    // Completing: `COMPLETED=Y` alone, as a form; read-only fields are ignored.
+    let form = format!(
+        "id={}&fields[COMPLETED]=Y&fields[OWNER_ID]=1&fields[PROVIDER_ID]=X",
+        ids[0]
+    );
+    let (status, body) = post_form(&hook, "crm.activity.update", &form).await;
+    assert_eq!((status, &body["result"]), (200, &json!(true)), "{body}");
+    let done = b24
+        .activities()
+        .into_iter()
+        .find(|a| a["ID"] == json!(ids[0].to_string()))
+        .unwrap();
+    assert_eq!(
+        (done["COMPLETED"].as_str(), done["STATUS"].as_str()),
+        (Some("Y"), Some("2"))
+    );
+    assert_eq!(done["OWNER_ID"], json!(deal.to_string()));
+    assert_eq!(done["PROVIDER_ID"], "CRM_TODO");
+    let (_, body) = post_json(
+        &hook,
+        "crm.activity.list",
+        json!({"filter": {"COMPLETED": "N", "PROVIDER_ID": "CRM_TODO"}}),
+    )
+    .await;
+    assert_eq!(body["total"], 1);
+
+    for (params, phrase) in [
+        (
+            json!({"id": 999_999, "fields": {"COMPLETED": "Y"}}),
+            "Activity is not found",
+        ),
+        (
+            json!({"id": ids[1], "fields": {"SUBJECT": ""}}),
+            "The field SUBJECT is not defined or empty",
+        ),
+        (
+            json!({"id": ids[1], "fields": {"RESPONSIBLE_ID": 77}}),
+            "The field RESPONSIBLE_ID is not defined or invalid",
+        ),
+        (
+            json!({"id": configurable, "fields": {"COMPLETED": "Y"}}),
+            "Use crm.activity.configurable.update for this activity provider",
+        ),
+    ] {
+        let (status, body) = post_json(&hook, "crm.activity.update", params).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body, json!({"error": "", "error_description": phrase}));
+    }
+
+    // The robot's way: read, then complete, in one halting batch.
+    let body = format!(
+        r#"{{"halt": 1, "cmd": {{
+            "activity": "crm.activity.get?id={id}",
+            "done": "crm.activity.update?id={id}&fields[COMPLETED]=Y"
+        }}}}"#,
+        id = ids[1]
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{hook}batch"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let (status, body) = read(response).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["result"]["activity"]["COMPLETED"], "N");
+    assert_eq!(body["result"]["result"]["done"], true);
+    let (_, body) = post_json(
+        &hook,
+        "crm.activity.list",
+        json!({"filter": {"COMPLETED": "N", "PROVIDER_ID": "CRM_TODO"}}),
+    )
+    .await;
+    assert_eq!(body["total"], 0, "{body}");
+}
+
+#[tokio::test]
+async fn activities_come_fifty_a_page() {
+    let b24 = B24Emulator::start().await;
+    let hook = b24.webhook_url();
+    let deal = b24.seed_deal(json!({"TITLE": "Много дел"}));
+    for i in 0..120 {
+        // Deadlines run backwards, so the default order (START_TIME) is not the ID order.
+        let at = format!("2026-12-{:02}T10:00:00+03:00", 28 - i % 28);
+        b24.seed_activity(
+            json!({"OWNER_TYPE_ID": 2, "OWNER_ID": deal, "SUBJECT": format!("Дело {i}"),
+                                 "START_TIME": at, "END_TIME": at, "DEADLINE": at}),
+        );
+    }
+    let mut seen = Vec::new();
+    let mut start = Some(0);
+    let mut nexts = Vec::new();
+    while let Some(s) = start {
+        let (status, body) = post_json(
+            &hook,
+            "crm.activity.list",
+            json!({"filter": {"OWNER_ID": deal}, "select": ["ID", "START_TIME"], "start": s}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["total"], 120);
+        seen.extend(
+            body["result"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["START_TIME"].as_str().unwrap().to_owned()),
+        );
+        start = body.get("next").and_then(Value::as_i64);
+        nexts.push(start);
+    }
+    assert_eq!(nexts, [Some(50), Some(100), None]);
+    assert_eq!(seen.len(), 120);
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]),
+        "START_TIME ascending by default"
+    );
+}
+
+#[tokio::test]
+async fn tasks_are_listed_completed_and_commented() {
+    let b24 = B24Emulator::start().await;
+    let hook = b24.webhook_url();
+    let deal = b24.seed_deal(json!({"TITLE": "Поставка проволоки"}));
+    let mut ids = Vec::new();
+    for title in ["Подготовить КП", "Согласовать доставку"] {
+        let (status, body) = post_json(
+            &hook,
+            "tasks.task.add",
+            json!({"fields": {"TITLE": title, "DESCRIPTION": format!("{title}: подробно"),
+                              "RESPONSIBLE_ID": 3, "DEADLINE": "2026-11-25T18:00:00+03:00",
+                              "UF_CRM_TASK": [format!("D_{deal}")]}}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["result"]["task"]["status"], "2");
+        ids.push(body["result"]["task"]["id"].as_str().unwrap().to_owned());
+    }
+
+    let (status, body) = post_json(&hook, "tasks.task.complete", json!({"taskId": ids[0]})).await;
+    assert_eq!(status, 200, "{body}");
+    let task = &body["result"]["task"];
+    assert_eq!(
+        (task["status"].as_str(), task["closedBy"].as_str()),
+        (Some("5"), Some("1"))
+    );
+    assert!(task["closedDate"].is_string());
+
+    // The open ones, camelCase, by the robot's filter and select.
+    let (status, body) = post_json(
+        &hook,
+        "tasks.task.list",
+        json!({"filter": {"!REAL_STATUS": 5},
+               "select": ["ID", "TITLE", "DESCRIPTION", "DEADLINE", "RESPONSIBLE_ID", "UF_CRM_TASK",
+                          "STATUS"],
+               "order": {"ID": "ASC"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], 1);
+    assert!(body.get("next").is_none());
+    let tasks = body["result"]["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1);
+    let open = &tasks[0];
+    assert_eq!(open["id"], json!(ids[1]));
+    assert_eq!(open["title"], "Согласовать доставку");
+    assert_eq!(open["description"], "Согласовать доставку: подробно");
+    assert_eq!(open["deadline"], "2026-11-25T18:00:00+03:00");
+    assert_eq!(open["responsibleId"], "3");
+    assert_eq!(open["responsible"]["name"], "Ольга Смирнова");
+    assert_eq!(open["ufCrmTask"], json!([format!("D_{deal}")]));
+    assert_eq!(open["status"], "2");
+    assert!(open["subStatus"].is_string());
+    assert!(
+        open.get("createdBy").is_none(),
+        "only the selected fields: {open}"
+    );
+
+    // The default order is the newest first; filters by binding and by REAL_STATUS.
+    let (_, body) = get(&format!(
+        "{hook}tasks.task.list?filter[UF_CRM_TASK]=D_{deal}"
+    ))
+    .await;
+    assert_eq!(body["result"]["tasks"][0]["id"], json!(ids[1]), "{body}");
+    assert_eq!(body["result"]["tasks"][1]["createdBy"], "1");
+    let (_, body) = get(&format!("{hook}tasks.task.list?filter[REAL_STATUS]=5")).await;
+    assert_eq!(body["result"]["tasks"][0]["id"], json!(ids[0]));
+    let (status, body) = post_json(
+        &hook,
+        "tasks.task.list",
+        json!({"order": {"NO_SUCH": "asc"}}),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"error": "0", "error_description": "Invalid sorting key (internal error)"})
+        )
+    );
+
+    // A closed task, a missing one and a wrong id.
+    for (params, phrase) in [
+        (
+            json!({"taskId": ids[0]}),
+            "Action on the task is not allowed",
+        ),
+        (
+            json!({"taskId": 999_999}),
+            "Action on the task is not allowed",
+        ),
+        (json!({"taskId": "abc"}), "wrong task id"),
+    ] {
+        let (status, body) = post_json(&hook, "tasks.task.complete", params).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body, json!({"error": "0", "error_description": phrase}));
+    }
+    let (status, body) = post_json(&hook, "tasks.task.complete", json!({})).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("100")));
+
+    // Comments: TASKID then FIELDS, by position.
+    let form = format!("TASKID={}&FIELDS[POST_MESSAGE]=Клиент+согласен", ids[1]);
+    let (status, body) = post_form(&hook, "task.commentitem.add", &form).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["result"].is_i64());
+    let comments = b24.task_comments();
+    assert_eq!(comments.len(), 1);
+    assert_eq!(comments[0]["POST_MESSAGE"], "Клиент согласен");
+    assert_eq!(comments[0]["TASK_ID"], json!(ids[1]));
+    let reversed = format!("FIELDS[POST_MESSAGE]=Клиент+согласен&TASKID={}", ids[1]);
+    let (status, body) = post_form(&hook, "task.commentitem.add", &reversed).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("ERROR_CORE")));
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("256/TE/WRONG_ARGUMENTS")
+    );
+    // (Forms here: `json!` sorts its keys, which would put FIELDS first.)
+    for (task, message, phrase) in [
+        (ids[1].as_str(), "", "Comment text is not specified<br>"),
+        (
+            "999999",
+            "x",
+            "Insufficient permissions to add a comment.<br>",
+        ),
+    ] {
+        let form = format!("TASKID={task}&FIELDS[POST_MESSAGE]={message}");
+        let (status, body) = post_form(&hook, "task.commentitem.add", &form).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(
+            body,
+            json!({"error": "ERROR_CORE", "error_description": phrase})
+        );
+    }
+
+    // The robot's way: the result, then the completion, in one batch.
+    let commands = format!(
+        "cmd[result]=task.commentitem.add%3FTASKID%3D{id}%26FIELDS%5BPOST_MESSAGE%5D%3D%D0%93%D0%BE%D1%82%D0%BE%D0%B2%D0%BE\
+         &cmd[done]=tasks.task.complete%3FtaskId%3D{id}",
+        id = ids[1]
+    );
+    let (status, body) = post_form(&hook, "batch", &commands).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["result_error"], json!([]), "{body}");
+    assert_eq!(body["result"]["result"]["done"]["task"]["status"], "5");
+    assert_eq!(b24.task_comments()[1]["POST_MESSAGE"], "Готово");
+    let (_, body) = post_json(
+        &hook,
+        "tasks.task.list",
+        json!({"filter": {"!REAL_STATUS": 5}, "select": ["ID"]}),
+    )
+    .await;
+    assert_eq!(body["total"], 0, "{body}");
+}
+
+#[tokio::test]
+async fn tasks_come_fifty_a_page_and_controlled_ones_wait_for_the_creator() {
+    let b24 = B24Emulator::start().await;
+    let hook = b24.webhook_url();
+    for i in 0..55 {
+        b24.seed_task(json!({"TITLE": format!("Задача {i}"), "RESPONSIBLE_ID": 2}));
+    }
+    let (_, body) = post_json(
+        &hook,
+        "tasks.task.list",
+        json!({"select": ["ID"], "order": {"ID": "asc"}}),
+    )
+    .await;
+    assert_eq!(body["total"], 55);
+    assert_eq!(body["next"], 50);
+    assert_eq!(body["result"]["tasks"].as_array().unwrap().len(), 50);
+    let (_, body) = post_json(
+        &hook,
+        "tasks.task.list",
+        json!({"select": ["ID"], "order": {"ID": "asc"}, "start": 50}),
+    )
+    .await;
+    assert_eq!(body["result"]["tasks"].as_array().unwrap().len(), 5);
+    assert!(body.get("next").is_none());
+
+    // Set by Иван with completion control: the webhook's user only hands it in (status 4),
+    // and it stays open for a `!REAL_STATUS: 5` filter.
+    let controlled = b24.seed_task(json!({"TITLE": "Проверить счёт", "CREATED_BY": 2,
+                                          "RESPONSIBLE_ID": 1, "TASK_CONTROL": "Y"}));
+    let (status, body) =
+        post_json(&hook, "tasks.task.complete", json!({"taskId": controlled})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["task"]["status"], "4");
+    assert!(body["result"]["task"]["closedBy"].is_null());
+    let (_, body) = post_json(
+        &hook,
+        "tasks.task.list",
+        json!({"filter": {"!REAL_STATUS": 5, "ID": controlled}, "select": ["ID", "STATUS"]}),
+    )
+    .await;
+    assert_eq!(body["result"]["tasks"][0]["status"], "4", "{body}");
+}

@@ -29,6 +29,35 @@
 //!   `crm/timeline/comments/crm-timeline-comment-add.md`, `tasks/tasks-task-add.md`,
 //!   `user/user-get.md`, `crm/status/crm-status-list.md`, `crm/universal/category/crm-category-list.md`,
 //!   `crm/outdated/category-old/crm-deal-category-list.md`.
+//! - Activities: `crm/timeline/activities/activity-base/crm-activity-{list,get,update,fields}.md`
+//!   (the answer's fields, `select` with `COMMUNICATIONS`/`FILES` only when named, the filter
+//!   prefixes, default order by `START_TIME`, `BINDINGS` and its duplicates, "Activity is not
+//!   found", the update's read-only fields and its phrases incl. "Use
+//!   crm.activity.configurable.update for this activity provider"; `DEADLINE` follows
+//!   `START_TIME` for meetings and calls, `END_TIME` otherwise), `crm/data-types.md`
+//!   (`TYPE_ID` 6 = provider activities, `STATUS` 1 pending / 2 completed),
+//!   `crm/timeline/activities/todo/index.md` (to-dos are `PROVIDER_ID` `CRM_TODO` in
+//!   `crm.activity.list`; `crm.activity.todo.update` cannot complete them), and the Russian docs
+//!   github.com/bitrix-tools/b24-rest-docs `tutorials/crm/how-to-edit-crm-objects/
+//!   how-to-transfer-fired-employee-activities.md` (`PROVIDER_TYPE_ID` `TODO`; a to-do is
+//!   completed by `crm.activity.update` with `COMPLETED: Y` alone) and
+//!   `how-to-change-date-in-activity.md` (a to-do's `DEADLINE` with the portal's offset). A
+//!   to-do's deadline is its `END_TIME`, and without a title its subject is the description's
+//!   first line (read in Bitrix24's crm module, `Activity\Entity\ToDo`, as mirrored in
+//!   avshatalov48/bitrix24-core-corp).
+//! - Tasks: `tasks/tasks-task-list.md` (`{"result": {"tasks": […]}, "total", "next"}`, default
+//!   order `ID` descending, the sortable keys and "Invalid sorting key (internal error)",
+//!   `REAL_STATUS` = `status`, `STATUS` = `subStatus` with meta-statuses), `tasks/fields.md`
+//!   (camelCase fields, `status` 2 pending … 5 completed, `ufCrmTask`),
+//!   `tasks/status/{index,tasks-task-complete}.md` (`taskId`; `0` "wrong task id"; `0` "Action
+//!   on the task is not allowed" for a missing task too; completion control), a closed task
+//!   cannot be completed again (Bitrix24's `TaskCompleteRule`, same mirror),
+//!   `tasks/tasks-task-approve.md`, `tasks/deprecated/task-items-get-list.md` (status 4
+//!   "supposedly completed"), `tasks/comment-item/task-comment-item-add.md` (`TASKID`,
+//!   `FIELDS[POST_MESSAGE]`, the id as the result, `ERROR_CORE` phrases), `tasks/tasks-new.md`
+//!   (the method still works with the new task card); its arguments are read by position
+//!   (b24phpsdk `src/Core/ApiClient.php`, "strict order of arguments"; `_parseRestParams` of
+//!   the tasks module's REST service in the same mirror).
 //! - OAuth: `settings/oauth/{index,auto-renewal,error-codes}.md` (refresh by `grant_type=refresh_token`,
 //!   1 h access token, `expired_token` 401, `invalid_grant`), b24phpsdk `handleOAuthError`
 //!   (400 `invalid_grant`, 401 `invalid_client`).
@@ -300,14 +329,52 @@ impl B24Emulator {
             .unwrap_or_default()
     }
 
-    /// Activities added through `crm.activity.todo.add`, oldest first.
+    /// Every activity, oldest first, with every field `crm.activity.get` shows (plus the
+    /// `PING_OFFSETS` and `COLOR_ID` a to-do was added with), as it stands now.
     pub fn activities(&self) -> Vec<Value> {
         self.portal().activities.clone()
     }
 
-    /// Tasks added through `tasks.task.add`, oldest first (the `task` object of the answer).
+    /// Adds an activity as the UI or another integration would: a to-do of the webhook user
+    /// unless `fields` (upper case, as `crm.activity.get` shows them) say otherwise, e.g.
+    /// `{"TYPE_ID": 2, "PROVIDER_ID": "VOXIMPLANT_CALL", "OWNER_TYPE_ID": 3, "OWNER_ID": 203}`.
+    /// Every field is taken as given; numbers are stored as the strings the API answers.
+    pub fn seed_activity(&self, fields: Value) -> i64 {
+        let mut p = self.portal();
+        let id = p.next_activity_id;
+        p.next_activity_id += 1;
+        let mut activity = activity_record(id, WEBHOOK_USER_ID);
+        for (k, v) in fields.as_object().cloned().unwrap_or_default() {
+            let v = match v {
+                Value::Number(n) => Value::String(n.to_string()),
+                other => other,
+            };
+            activity.insert(k, v);
+        }
+        p.activities.push(Value::Object(activity));
+        id
+    }
+
+    /// Every task, oldest first, as `tasks.task.get` would show it now (camelCase).
     pub fn tasks(&self) -> Vec<Value> {
         self.portal().tasks.clone()
+    }
+
+    /// Adds a task as a manager would in the UI: `tasks.task.add` fields (`TITLE`,
+    /// `RESPONSIBLE_ID`, `DEADLINE`, `UF_CRM_TASK`, `CREATED_BY`, `STATUS`, `TASK_CONTROL`).
+    pub fn seed_task(&self, fields: Value) -> i64 {
+        let fields = fields.as_object().cloned().unwrap_or_default();
+        let task = self
+            .portal()
+            .new_task(&fields, WEBHOOK_USER_ID)
+            .unwrap_or_else(|e| panic!("seed task: {}", e.description));
+        as_i64(&task["id"]).unwrap_or_default()
+    }
+
+    /// Comments added through `task.commentitem.add`, oldest first
+    /// (`ID`, `TASK_ID`, `AUTHOR_ID`, `POST_MESSAGE`, `POST_DATE`).
+    pub fn task_comments(&self) -> Vec<Value> {
+        self.portal().task_comments.clone()
     }
 
     /// Every timeline comment, oldest first.
@@ -1123,6 +1190,8 @@ struct Portal {
     next_activity_id: i64,
     tasks: Vec<Value>,
     next_task_id: i64,
+    task_comments: Vec<Value>,
+    next_task_comment_id: i64,
     comments: Vec<Value>,
     next_comment_id: i64,
 }
@@ -1221,6 +1290,8 @@ impl Portal {
             next_activity_id: 7001,
             tasks: Vec::new(),
             next_task_id: 3711,
+            task_comments: Vec::new(),
+            next_task_comment_id: 4101,
             comments: Vec::new(),
             next_comment_id: 9001,
         };
@@ -1757,7 +1828,13 @@ impl Portal {
             "crm.item.get" => self.item_get(p).map(Outcome::one),
             "crm.item.update" => self.item_update(p, user).map(Outcome::one),
             "crm.activity.todo.add" => self.todo_add(p, user).map(Outcome::one),
+            "crm.activity.list" => self.activity_list(p, order),
+            "crm.activity.get" => self.activity_get(p).map(Outcome::one),
+            "crm.activity.update" => self.activity_update(p, user).map(Outcome::one),
             "tasks.task.add" => self.task_add(p, user).map(Outcome::one),
+            "tasks.task.list" => self.task_list(p, order),
+            "tasks.task.complete" => self.task_complete(p, user).map(Outcome::one),
+            "task.commentitem.add" => self.task_comment_add(p, user, order).map(Outcome::one),
             "crm.timeline.comment.add" => self.comment_add(p, user).map(Outcome::one),
             "user.get" => Ok(self.user_get(p)),
             "user.current" | "profile" => Ok(Outcome::one(
@@ -2334,30 +2411,188 @@ impl Portal {
         self.next_activity_id += 1;
         let text = |k: &str| p.get(k).and_then(scalar_string).unwrap_or_default();
         let responsible = p.get("responsibleId").and_then(as_i64).unwrap_or(user);
-        self.activities.push(json!({
-            "ID": id.to_string(),
-            "OWNER_TYPE_ID": owner_type.to_string(),
-            "OWNER_ID": owner_id.to_string(),
-            "TYPE_ID": "6",
-            "PROVIDER_ID": "CRM_TODO",
-            "PROVIDER_TYPE_ID": "TODO",
-            "SUBJECT": text("title"),
-            "DESCRIPTION": text("description"),
-            "DEADLINE": format_datetime(deadline),
-            "RESPONSIBLE_ID": responsible.to_string(),
-            "AUTHOR_ID": user.to_string(),
-            "COMPLETED": "N",
-            "CREATED": now_string(),
-            "PING_OFFSETS": p.get("pingOffsets").cloned().unwrap_or(json!([])),
-            "COLOR_ID": p.get("colorId").and_then(scalar_string),
-        }));
+        let description = text("description");
+        let title = text("title");
+        // Without a title the portal makes one of the description's first line.
+        let subject = if title.trim().is_empty() {
+            subject_of(&description)
+        } else {
+            title
+        };
+        let deadline = format_datetime(deadline);
+        let mut activity = activity_record(id, user);
+        for (k, v) in [
+            ("OWNER_TYPE_ID", json!(owner_type.to_string())),
+            ("OWNER_ID", json!(owner_id.to_string())),
+            ("SUBJECT", json!(subject)),
+            ("DESCRIPTION", json!(description)),
+            // The to-do's deadline is its END_TIME, and DEADLINE follows it.
+            ("START_TIME", json!(deadline)),
+            ("END_TIME", json!(deadline)),
+            ("DEADLINE", json!(deadline)),
+            ("RESPONSIBLE_ID", json!(responsible.to_string())),
+            (
+                "PING_OFFSETS",
+                p.get("pingOffsets").cloned().unwrap_or(json!([])),
+            ),
+            ("COLOR_ID", json!(p.get("colorId").and_then(scalar_string))),
+        ] {
+            activity.insert(k.into(), v);
+        }
+        self.activities.push(Value::Object(activity));
         Ok(json!({"id": id}))
+    }
+
+    fn activity_index(&self, p: &Map<String, Value>) -> Result<usize, ApiError> {
+        let id = Self::old_id(p)?;
+        self.activities
+            .iter()
+            .position(|a| as_i64(&a["ID"]) == Some(id))
+            .ok_or_else(|| ApiError::old("Activity is not found"))
+    }
+
+    fn activity_get(&self, p: &Map<String, Value>) -> Result<Value, ApiError> {
+        let index = self.activity_index(p)?;
+        Ok(render_activity(&self.activities[index], &[]))
+    }
+
+    fn activity_list(
+        &self,
+        p: &Map<String, Value>,
+        key_order: &KeyOrder,
+    ) -> Result<Outcome, ApiError> {
+        let mut filter = match get_ci(p, "filter") {
+            None => Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(Value::Array(a)) if a.is_empty() => Map::new(),
+            Some(_) => return Err(ApiError::old("Parameter 'filter' must be array.")),
+        };
+        // The default order is by START_TIME (the method's docs), then by ID.
+        let order = match get_ci(p, "order") {
+            Some(Value::Object(m)) if !m.is_empty() => order_keys(m, key_order),
+            Some(Value::Object(_) | Value::Array(_)) | None => vec![("START_TIME".into(), false)],
+            Some(_) => return Err(ApiError::old("Parameter 'order' must be array.")),
+        };
+        let select = string_list(get_ci(p, "select"));
+        let start = get_ci(p, "start").and_then(as_i64).unwrap_or(0);
+        // `BINDINGS`: a row for every pair an activity matches, duplicates included, as the
+        // docs warn. An activity here has one binding, its owner.
+        let bindings: Option<Vec<Map<String, Value>>> = filter.remove("BINDINGS").map(|b| {
+            let pairs: Vec<&Value> = match &b {
+                Value::Array(a) => a.iter().collect(),
+                Value::Object(m) => m.values().collect(),
+                _ => Vec::new(),
+            };
+            pairs
+                .into_iter()
+                .filter_map(|v| v.as_object().cloned())
+                .collect()
+        });
+        let get = |a: &Value, f: &str| a.get(f).cloned().unwrap_or(Value::Null);
+        let mut rows: Vec<&Value> = Vec::new();
+        for a in &self.activities {
+            if !filter_matches(&|f| get(a, f), &filter) {
+                continue;
+            }
+            match &bindings {
+                None => rows.push(a),
+                Some(pairs) => {
+                    for pair in pairs {
+                        if filter_matches(&|f| get(a, f), pair) {
+                            rows.push(a);
+                        }
+                    }
+                }
+            }
+        }
+        sort_rows(&mut rows, &order, get);
+        let items = rows
+            .into_iter()
+            .map(|a| render_activity(a, &select))
+            .collect();
+        Ok(Outcome::page(items, start))
+    }
+
+    fn activity_update(&mut self, p: &Map<String, Value>, user: i64) -> Result<Value, ApiError> {
+        let index = self.activity_index(p)?;
+        let fields = match get_ci(p, "fields") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => return Err(ApiError::old("Parameter 'fields' must be array.")),
+        };
+        if self.activities[index]["PROVIDER_ID"] == "CONFIGURABLE_REST_APP" {
+            return Err(ApiError::old(
+                "Use crm.activity.configurable.update for this activity provider",
+            ));
+        }
+        if fields
+            .get("SUBJECT")
+            .is_some_and(|s| scalar_string(s).unwrap_or_default().trim().is_empty())
+        {
+            return Err(ApiError::old("The field SUBJECT is not defined or empty"));
+        }
+        if let Some(r) = fields.get("RESPONSIBLE_ID")
+            && !as_i64(r).is_some_and(|id| self.users.iter().any(|u| as_i64(&u["ID"]) == Some(id)))
+        {
+            return Err(ApiError::old(
+                "The field RESPONSIBLE_ID is not defined or invalid",
+            ));
+        }
+        let activity = &mut self.activities[index];
+        let type_id = as_i64(&activity["TYPE_ID"]).unwrap_or(0);
+        for (key, value) in &fields {
+            let normalized = match key.as_str() {
+                "COMPLETED" => match bool_of(value) {
+                    Some(done) => {
+                        activity["STATUS"] = json!(if done { "2" } else { "1" });
+                        json!(if done { "Y" } else { "N" })
+                    }
+                    None => continue,
+                },
+                "START_TIME" | "END_TIME" => {
+                    let Some(d) = scalar_string(value).and_then(|s| parse_datetime(&s)) else {
+                        continue;
+                    };
+                    // DEADLINE is not set directly: START_TIME for meetings and calls,
+                    // END_TIME for the rest (crm.activity.fields).
+                    let drives_deadline = if matches!(type_id, 1 | 2) {
+                        key == "START_TIME"
+                    } else {
+                        key == "END_TIME"
+                    };
+                    if drives_deadline {
+                        activity["DEADLINE"] = json!(format_datetime(d));
+                    }
+                    json!(format_datetime(d))
+                }
+                "RESPONSIBLE_ID" | "PRIORITY" | "STATUS" | "DESCRIPTION_TYPE" | "DIRECTION"
+                | "NOTIFY_TYPE" => match as_i64(value) {
+                    Some(n) => json!(n.to_string()),
+                    None => continue,
+                },
+                "SUBJECT" | "DESCRIPTION" | "LOCATION" | "ORIGINATOR_ID" | "ORIGIN_ID" => {
+                    json!(scalar_string(value).unwrap_or_default())
+                }
+                // Read-only or immutable (ID, OWNER_*, TYPE_ID, PROVIDER_ID, DEADLINE, …):
+                // silently kept as they are.
+                _ => continue,
+            };
+            activity[key.as_str()] = normalized;
+        }
+        activity["LAST_UPDATED"] = json!(now_string());
+        activity["EDITOR_ID"] = json!(user.to_string());
+        Ok(Value::Bool(true))
     }
 
     fn task_add(&mut self, p: &Map<String, Value>, user: i64) -> Result<Value, ApiError> {
         let Some(Value::Object(fields)) = get_ci(p, "fields") else {
             return Err(ApiError::missing("fields"));
         };
+        let task = self.new_task(fields, user)?;
+        Ok(json!({"task": task}))
+    }
+
+    /// Creates a task from `tasks.task.add` fields and answers it as the method does.
+    fn new_task(&mut self, fields: &Map<String, Value>, user: i64) -> Result<Value, ApiError> {
         let text = |k: &str| fields.get(k).and_then(scalar_string).unwrap_or_default();
         if text("TITLE").trim().is_empty() {
             return Err(ApiError::new(
@@ -2373,6 +2608,12 @@ impl Portal {
                     .ok_or_else(|| ApiError::new(400, "ERROR_CORE", "Wrong deadline<br>"))?,
             ),
             _ => None,
+        };
+        let status = match fields.get("STATUS") {
+            None => 2,
+            Some(v) => as_i64(v)
+                .filter(|s| (1..=7).contains(s))
+                .ok_or_else(|| ApiError::new(400, "ERROR_CORE", "Incorrect status<br>"))?,
         };
         let links: Vec<Value> = match fields.get("UF_CRM_TASK") {
             Some(Value::Array(a)) => a
@@ -2391,24 +2632,249 @@ impl Portal {
             .and_then(as_i64)
             .unwrap_or(user);
         let created_by = fields.get("CREATED_BY").and_then(as_i64).unwrap_or(user);
+        let closed = status == 5;
         let task = json!({
             "id": id.to_string(),
             "parentId": null,
             "title": text("TITLE"),
             "description": text("DESCRIPTION"),
             "priority": fields.get("PRIORITY").and_then(scalar_string).unwrap_or_else(|| "1".into()),
-            "status": "2",
+            "status": status.to_string(),
             "groupId": "0",
             "createdBy": created_by.to_string(),
             "createdDate": now,
             "responsibleId": responsible.to_string(),
             "changedBy": user.to_string(),
             "changedDate": now,
+            "statusChangedBy": null,
+            "statusChangedDate": now,
+            "closedBy": if closed { json!(user.to_string()) } else { Value::Null },
+            "closedDate": if closed { json!(now) } else { Value::Null },
+            "activityDate": now,
             "deadline": deadline,
+            "taskControl": if truthy(fields.get("TASK_CONTROL")) { "Y" } else { "N" },
+            "commentsCount": null,
             "ufCrmTask": links,
         });
         self.tasks.push(task.clone());
-        Ok(json!({"task": task}))
+        Ok(task)
+    }
+
+    fn task_list(&self, p: &Map<String, Value>, key_order: &KeyOrder) -> Result<Outcome, ApiError> {
+        let filter: Map<String, Value> = match p.get("filter") {
+            Some(Value::Object(m)) => m
+                .iter()
+                .filter(|(k, _)| !k.starts_with("::")) // sub-filters (favourites) are not emulated
+                .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
+                .collect(),
+            _ => Map::new(),
+        };
+        // By default the newest first: ID descending (the method's docs).
+        let order = match p.get("order") {
+            Some(Value::Object(m)) if !m.is_empty() => order_keys(m, key_order)
+                .into_iter()
+                .map(|(k, desc)| (k.to_ascii_uppercase(), desc))
+                .collect(),
+            _ => vec![("ID".to_owned(), true)],
+        };
+        if order
+            .iter()
+            .any(|(k, _)| !TASK_SORT_KEYS.contains(&k.as_str()))
+        {
+            return Err(ApiError::new(
+                400,
+                "0",
+                "Invalid sorting key (internal error)",
+            ));
+        }
+        let select = string_list(p.get("select"));
+        let start = p.get("start").and_then(as_i64).unwrap_or(0);
+        let mut rows: Vec<&Value> = self
+            .tasks
+            .iter()
+            .filter(|t| filter_matches(&|f| task_value(t, f), &filter))
+            .collect();
+        sort_rows(&mut rows, &order, task_value);
+        let items = rows
+            .into_iter()
+            .map(|t| self.render_task(t, &select))
+            .collect();
+        let mut out = Outcome::page(items, start);
+        out.result = json!({"tasks": out.result});
+        Ok(out)
+    }
+
+    /// A task as `tasks.task.list` shows it: every stored field without `select`, else `id`
+    /// and the selected ones, with the user card `RESPONSIBLE_ID` and `CREATED_BY` bring.
+    fn render_task(&self, t: &Value, select: &[String]) -> Value {
+        if select.is_empty() {
+            return t.clone();
+        }
+        let mut out = Map::new();
+        out.insert("id".into(), t["id"].clone());
+        for name in select {
+            let upper = name.to_ascii_uppercase();
+            match upper.as_str() {
+                "STATUS" => {
+                    out.insert("status".into(), t["status"].clone());
+                    out.insert("subStatus".into(), task_value(t, "STATUS"));
+                }
+                "REAL_STATUS" => {
+                    out.insert("status".into(), t["status"].clone());
+                }
+                "RESPONSIBLE_ID" | "CREATED_BY" => {
+                    let key = task_key(&upper);
+                    out.insert(key.clone(), t[key.as_str()].clone());
+                    let card = if upper == "CREATED_BY" {
+                        "creator"
+                    } else {
+                        "responsible"
+                    };
+                    out.insert(card.into(), self.user_card(&t[key.as_str()]));
+                }
+                _ => {
+                    let key = task_key(&upper);
+                    if let Some(v) = t.get(&key) {
+                        out.insert(key, v.clone());
+                    }
+                }
+            }
+        }
+        Value::Object(out)
+    }
+
+    fn user_card(&self, id: &Value) -> Value {
+        let user = self.users.iter().find(|u| loose_eq(&u["ID"], id));
+        let text = |k: &str| user.and_then(|u| u[k].as_str()).unwrap_or("").to_owned();
+        let id = scalar_string(id).unwrap_or_default();
+        json!({
+            "id": id,
+            "name": format!("{} {}", text("NAME"), text("LAST_NAME")).trim(),
+            "link": format!("/company/personal/user/{id}/"),
+            "icon": "/bitrix/images/tasks/default_avatar.png",
+            "workPosition": text("WORK_POSITION"),
+        })
+    }
+
+    fn task_complete(&mut self, p: &Map<String, Value>, user: i64) -> Result<Value, ApiError> {
+        let raw = p.get("taskId").ok_or_else(|| ApiError::missing("taskId"))?;
+        let id = as_i64(raw)
+            .filter(|id| *id > 0)
+            .ok_or_else(|| ApiError::new(400, "0", "wrong task id"))?;
+        let not_allowed = || ApiError::new(400, "0", "Action on the task is not allowed");
+        // A missing task, and a closed one, answer alike (the tasks' completion rule).
+        let task = self
+            .tasks
+            .iter_mut()
+            .find(|t| as_i64(&t["id"]) == Some(id))
+            .ok_or_else(not_allowed)?;
+        if task["status"] == "5" {
+            return Err(not_allowed());
+        }
+        // With completion control, the creator accepts the work; the others only hand it in.
+        let by_creator = as_i64(&task["createdBy"]) == Some(user);
+        let status = if task["taskControl"] == "Y" && !by_creator {
+            "4"
+        } else {
+            "5"
+        };
+        let now = now_string();
+        let user_s = json!(user.to_string());
+        task["status"] = json!(status);
+        task["statusChangedBy"] = user_s.clone();
+        task["statusChangedDate"] = json!(now);
+        task["changedBy"] = user_s.clone();
+        task["changedDate"] = json!(now);
+        task["activityDate"] = json!(now);
+        if status == "5" {
+            task["closedBy"] = user_s;
+            task["closedDate"] = json!(now);
+        }
+        Ok(json!({"task": task.clone()}))
+    }
+
+    /// `task.commentitem.add` reads its arguments by position, TASKID then FIELDS, whatever
+    /// they are called (b24phpsdk `ApiClient`: "strict order of arguments").
+    fn task_comment_add(
+        &mut self,
+        p: &Map<String, Value>,
+        user: i64,
+        order: &KeyOrder,
+    ) -> Result<Value, ApiError> {
+        let mut args: Vec<&Value> = order
+            .params
+            .iter()
+            .filter(|k| !k.eq_ignore_ascii_case("auth"))
+            .filter_map(|k| p.get(k))
+            .collect();
+        if args.is_empty() {
+            args = ["TASKID", "FIELDS"]
+                .iter()
+                .filter_map(|k| get_ci(p, k))
+                .collect();
+        }
+        let core = |text: String| ApiError::new(400, "ERROR_CORE", text);
+        let wrong = |n: usize, name: &str, ty: &str| {
+            core(format!(
+                "TASKS_ERROR_EXCEPTION_#256; Param #{n} ({name}) for method ctaskcommentitem::add() \
+                 expected to be of type \"{ty}\", but given something else.; 256/TE/WRONG_ARGUMENTS<br>"
+            ))
+        };
+        let task_id = args
+            .first()
+            .and_then(|v| as_i64(v))
+            .ok_or_else(|| wrong(0, "taskId", "integer"))?;
+        let Some(Value::Object(fields)) = args.get(1) else {
+            return Err(wrong(1, "arFields", "array"));
+        };
+        let allowed = [
+            "POST_MESSAGE",
+            "AUTHOR_ID",
+            "POST_DATE",
+            "UF_FORUM_MESSAGE_DOC",
+        ];
+        if let Some(bad) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(core(format!(
+                "TASKS_ERROR_EXCEPTION_#256; Param #1 (arFields) for method ctaskcommentitem::add() \
+                 must not contain key \"{bad}\".; 256/TE/WRONG_ARGUMENTS<br>"
+            )));
+        }
+        let Some(task) = self
+            .tasks
+            .iter_mut()
+            .find(|t| as_i64(&t["id"]) == Some(task_id))
+        else {
+            return Err(core(
+                "Insufficient permissions to add a comment.<br>".into(),
+            ));
+        };
+        let message = fields
+            .get("POST_MESSAGE")
+            .and_then(scalar_string)
+            .unwrap_or_default();
+        if message.trim().is_empty() {
+            return Err(core("Comment text is not specified<br>".into()));
+        }
+        let count = task["commentsCount"]
+            .as_str()
+            .and_then(|c| c.parse::<i64>().ok());
+        task["commentsCount"] = json!((count.unwrap_or(0) + 1).to_string());
+        let id = self.next_task_comment_id;
+        self.next_task_comment_id += 1;
+        let author = fields.get("AUTHOR_ID").and_then(as_i64).unwrap_or(user);
+        let date = fields
+            .get("POST_DATE")
+            .and_then(scalar_string)
+            .and_then(|d| parse_datetime(&d))
+            .map_or_else(now_string, format_datetime);
+        self.task_comments.push(json!({
+            "ID": id.to_string(),
+            "TASK_ID": task_id.to_string(),
+            "AUTHOR_ID": author.to_string(),
+            "POST_MESSAGE": message,
+            "POST_DATE": date,
+        }));
+        Ok(json!(id))
     }
 
     fn comment_add(&mut self, p: &Map<String, Value>, user: i64) -> Result<Value, ApiError> {
@@ -2785,6 +3251,212 @@ fn camel_name(kind: Kind, upper: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Activities and tasks
+
+/// What `crm.activity.get` and `crm.activity.list` show of an activity (the docs' answers);
+/// `COMMUNICATIONS` and `FILES` only when `select` names them.
+const ACTIVITY_FIELDS: &[&str] = &[
+    "ID",
+    "OWNER_ID",
+    "OWNER_TYPE_ID",
+    "TYPE_ID",
+    "PROVIDER_ID",
+    "PROVIDER_TYPE_ID",
+    "PROVIDER_GROUP_ID",
+    "ASSOCIATED_ENTITY_ID",
+    "SUBJECT",
+    "CREATED",
+    "LAST_UPDATED",
+    "START_TIME",
+    "END_TIME",
+    "DEADLINE",
+    "COMPLETED",
+    "STATUS",
+    "RESPONSIBLE_ID",
+    "PRIORITY",
+    "NOTIFY_TYPE",
+    "NOTIFY_VALUE",
+    "DESCRIPTION",
+    "DESCRIPTION_TYPE",
+    "DIRECTION",
+    "LOCATION",
+    "SETTINGS",
+    "ORIGINATOR_ID",
+    "ORIGIN_ID",
+    "AUTHOR_ID",
+    "EDITOR_ID",
+    "PROVIDER_PARAMS",
+    "PROVIDER_DATA",
+    "RESULT_MARK",
+    "RESULT_VALUE",
+    "RESULT_SUM",
+    "RESULT_CURRENCY_ID",
+    "RESULT_STATUS",
+    "RESULT_STREAM",
+    "RESULT_SOURCE_ID",
+    "AUTOCOMPLETE_RULE",
+];
+
+/// A fresh activity of `user`: an open to-do (`TYPE_ID` 6, provider `CRM_TODO`, type `TODO`,
+/// `STATUS` 1 "pending") with no owner yet; the caller fills in the rest.
+fn activity_record(id: i64, user: i64) -> Map<String, Value> {
+    let now = now_string();
+    let user = user.to_string();
+    let value = json!({
+        "ID": id.to_string(),
+        "OWNER_ID": "0",
+        "OWNER_TYPE_ID": "0",
+        "TYPE_ID": "6",
+        "PROVIDER_ID": "CRM_TODO",
+        "PROVIDER_TYPE_ID": "TODO",
+        "PROVIDER_GROUP_ID": null,
+        "ASSOCIATED_ENTITY_ID": "0",
+        "SUBJECT": "",
+        "CREATED": now,
+        "LAST_UPDATED": now,
+        "START_TIME": null,
+        "END_TIME": null,
+        "DEADLINE": null,
+        "COMPLETED": "N",
+        "STATUS": "1",
+        "RESPONSIBLE_ID": user,
+        "PRIORITY": "2",
+        "NOTIFY_TYPE": "0",
+        "NOTIFY_VALUE": "0",
+        "DESCRIPTION": "",
+        "DESCRIPTION_TYPE": "1",
+        "DIRECTION": "0",
+        "LOCATION": "",
+        "SETTINGS": [],
+        "ORIGINATOR_ID": null,
+        "ORIGIN_ID": null,
+        "AUTHOR_ID": user,
+        "EDITOR_ID": user,
+        "PROVIDER_PARAMS": [],
+        "PROVIDER_DATA": null,
+        "RESULT_MARK": "0",
+        "RESULT_VALUE": null,
+        "RESULT_SUM": null,
+        "RESULT_CURRENCY_ID": null,
+        "RESULT_STATUS": "0",
+        "RESULT_STREAM": "0",
+        "RESULT_SOURCE_ID": null,
+        "AUTOCOMPLETE_RULE": "0",
+    });
+    value.as_object().cloned().unwrap_or_default()
+}
+
+/// `select` of `crm.activity.*`: nothing or `*` is every field; `ID` always comes.
+fn render_activity(activity: &Value, select: &[String]) -> Value {
+    let all = select.is_empty() || select.iter().any(|s| s == "*");
+    let mut out = Map::new();
+    for field in ACTIVITY_FIELDS {
+        if *field == "ID" || all || select.iter().any(|s| s == field) {
+            let value = activity.get(*field).cloned().unwrap_or(Value::Null);
+            out.insert((*field).to_owned(), value);
+        }
+    }
+    for field in ["COMMUNICATIONS", "FILES"] {
+        if select.iter().any(|s| s == field) {
+            let value = activity.get(field).cloned().unwrap_or(json!([]));
+            out.insert(field.to_owned(), value);
+        }
+    }
+    Value::Object(out)
+}
+
+/// A to-do's subject made of its description: the first line, cut to 500 characters, with
+/// "..." when more lines follow.
+fn subject_of(description: &str) -> String {
+    match description.split_once('\n') {
+        Some((first, _)) => {
+            let first: String = first.chars().take(500).collect();
+            format!("{}...", first.trim_end_matches('.'))
+        }
+        None => description.chars().take(500).collect(),
+    }
+}
+
+/// `select` as a list of names, whether sent as a JSON array or `select[]=…`.
+fn string_list(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a.iter().filter_map(scalar_string).collect(),
+        Some(Value::Object(m)) => m.values().filter_map(scalar_string).collect(),
+        Some(v) => scalar_string(v).into_iter().collect(),
+        None => Vec::new(),
+    }
+}
+
+/// The keys `tasks.task.list` sorts by; any other is "Invalid sorting key".
+const TASK_SORT_KEYS: &[&str] = &[
+    "ID",
+    "TITLE",
+    "TIME_SPENT_IN_LOGS",
+    "DATE_START",
+    "CREATED_DATE",
+    "CHANGED_DATE",
+    "CLOSED_DATE",
+    "ACTIVITY_DATE",
+    "START_DATE_PLAN",
+    "END_DATE_PLAN",
+    "DEADLINE",
+    "REAL_STATUS",
+    "STATUS_COMPLETE",
+    "PRIORITY",
+    "MARK",
+    "CREATED_BY_LAST_NAME",
+    "RESPONSIBLE_LAST_NAME",
+    "GROUP_ID",
+    "TIME_ESTIMATE",
+    "ALLOW_CHANGE_DEADLINE",
+    "ALLOW_TIME_TRACKING",
+    "MATCH_WORK_TIME",
+    "FAVORITE",
+    "SORTING",
+    "IS_PINNED",
+    "IS_PINNED_IN_GROUP",
+];
+
+/// A task field's camelCase key: `RESPONSIBLE_ID` → `responsibleId`, `UF_CRM_TASK` →
+/// `ufCrmTask`.
+fn task_key(upper: &str) -> String {
+    let mut out = String::with_capacity(upper.len());
+    let mut capital = false;
+    for c in upper.chars() {
+        if c == '_' {
+            capital = !out.is_empty();
+        } else if capital {
+            out.push(c.to_ascii_uppercase());
+            capital = false;
+        } else {
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+/// A task's value for a filter or sort key of `tasks.task.list`: `REAL_STATUS` is the status,
+/// `STATUS` the same with the meta-status -1 for an overdue open task.
+fn task_value(task: &Value, upper: &str) -> Value {
+    match upper {
+        "REAL_STATUS" | "STATUS_COMPLETE" => task["status"].clone(),
+        "STATUS" => {
+            let open = matches!(task["status"].as_str(), Some("2" | "3"));
+            let overdue = task["deadline"]
+                .as_str()
+                .and_then(parse_datetime)
+                .is_some_and(|d| d < Utc::now());
+            if open && overdue {
+                json!("-1")
+            } else {
+                task["status"].clone()
+            }
+        }
+        _ => task.get(task_key(upper)).cloned().unwrap_or(Value::Null),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Filters and order of the list methods
 
 const FILTER_OPS: &[&str] = &[
@@ -2861,12 +3533,14 @@ fn order_keys(m: &Map<String, Value>, key_order: &KeyOrder) -> Vec<(String, bool
     keys
 }
 
-/// The order in which the client wrote the keys of `cmd` and `order`: PHP arrays and JSON
-/// objects keep it, `serde_json::Map` does not, and both a batch and a sort depend on it.
+/// The order in which the client wrote the keys of `cmd` and `order`, and the top-level
+/// parameters themselves: PHP arrays and JSON objects keep it, `serde_json::Map` does not, and
+/// a batch, a sort and the positional arguments of the old `task.*` methods depend on it.
 #[derive(Debug, Clone, Default)]
 struct KeyOrder {
     cmd: Vec<String>,
     order: Vec<String>,
+    params: Vec<String>,
 }
 
 impl KeyOrder {
@@ -2889,8 +3563,9 @@ impl KeyOrder {
     }
 
     fn read_form(&mut self, text: &str) {
-        for pair in text.split('&') {
+        for pair in text.split('&').filter(|p| !p.is_empty()) {
             let key = percent_decode(pair.split_once('=').map_or(pair, |(k, _)| k));
+            self.note_param(key.split_once('[').map_or(key.as_str(), |(base, _)| base));
             if let Some((base, rest)) = key.split_once('[')
                 && let Some((first, _)) = rest.split_once(']')
             {
@@ -2909,6 +3584,12 @@ impl KeyOrder {
         };
         if !list.iter().any(|k| k == key) {
             list.push(key.to_owned());
+        }
+    }
+
+    fn note_param(&mut self, param: &str) {
+        if !param.is_empty() && !self.params.iter().any(|p| p == param) {
+            self.params.push(param.to_owned());
         }
     }
 
@@ -2945,6 +3626,7 @@ impl<'de> serde::de::Visitor<'de> for TopLevelKeys<'_> {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(param) = map.next_key::<String>()? {
+            self.0.note_param(&param);
             let keys: Keys = map.next_value()?;
             for key in keys.0 {
                 self.0.note(&param, &key);
