@@ -1,10 +1,12 @@
 //! `cargo bench --bench crm`: lead updates pushed through the CRM adapters against the
 //! emulators at the CRMs' real limits. The floor is what the limit allows at best (amoCRM:
-//! requests ÷ 7 per second); the run should end within 5 % of it and see no 429 at all, also
-//! with two clients (two replicas) drawing on one limit in Redis.
+//! requests ÷ 7 per second; Bitrix24: the bucket's 50 at once, then (requests − 50) ÷ 2 per
+//! second); the run should end within 5 % of it and see no 429 (no QUERY_LIMIT_EXCEEDED) at
+//! all, also with two clients (two replicas) drawing on one limit in Redis. A last line per
+//! CRM sends the same number of updates, to as many leads, through one `update_leads`.
 //!
-//! `CRM_BENCH_UPDATES` sets the number of updates (500 by default); `ROBOT_TEST_REDIS_URL`
-//! the Redis (127.0.0.1:6379 by default).
+//! `CRM_BENCH_UPDATES` sets the number of updates (500 by default); `CRM_BENCH_ONLY=amocrm` or
+//! `bitrix24` runs one half; `ROBOT_TEST_REDIS_URL` the Redis (127.0.0.1:6379 by default).
 
 #[path = "../tests/support/mod.rs"]
 #[allow(dead_code)]
@@ -15,12 +17,19 @@ use std::time::{Duration, Instant};
 
 use sales_robot::adapters::amocrm::api::{AmoCrm, FieldMapping};
 use sales_robot::adapters::amocrm::oauth::Credentials;
+use sales_robot::adapters::bitrix24::api::{Access, Bitrix24, RATE, TodoVia};
 use sales_robot::adapters::crm::Crm;
 use sales_robot::adapters::store::{Location, Store, StoreSettings};
 use sales_robot::domain::lead::LeadUpdate;
 use secrecy::SecretString;
+use serde_json::json;
 
 use support::amocrm::{AmoEmulator, NewLead};
+use support::bitrix24::B24Emulator;
+
+/// Bitrix24's bucket on ordinary plans, as the emulator keeps it.
+const B24_BURST: u32 = 50;
+const B24_DRAIN: f64 = 2.0;
 
 async fn redis_store(tag: &str) -> Store {
     let url =
@@ -102,15 +111,146 @@ async fn amocrm(updates: usize, replicas: usize) {
     );
 }
 
+/// The updates of the batch line: one for each lead, as a burst of changes brings them.
+fn burst(leads: &[String]) -> Vec<(String, LeadUpdate)> {
+    leads
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let update = LeadUpdate {
+                budget: Some(1000.0 + i as f64),
+                ..LeadUpdate::default()
+            };
+            (id.clone(), update)
+        })
+        .collect()
+}
+
+async fn amocrm_batch(updates: usize) {
+    let amo = AmoEmulator::start().await;
+    let leads: Vec<String> = (0..updates)
+        .map(|i| {
+            amo.seed_lead(NewLead::new(&format!("Заявка {i}")))
+                .to_string()
+        })
+        .collect();
+    let crm = AmoCrm::new(
+        amo.base_url(),
+        Credentials::LongLived(SecretString::from(amo.long_lived_token())),
+        redis_store("amo-batch").await,
+        FieldMapping::default(),
+    );
+    let burst = burst(&leads);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = amo.api_request_count();
+    let started = Instant::now();
+    crm.update_leads(&burst)
+        .await
+        .expect("the batch goes through");
+    let elapsed = started.elapsed();
+    println!(
+        "amoCRM   batch       {updates:>5} updates {:>5} requests  {:>7.2} s  429s {}",
+        amo.api_request_count() - before,
+        elapsed.as_secs_f64(),
+        amo.too_many_requests(),
+    );
+}
+
+fn b24_client(b24: &B24Emulator, store: Store) -> Bitrix24 {
+    let access = Access::Webhook(SecretString::from(b24.webhook_url()));
+    Bitrix24::new(
+        access,
+        store,
+        RATE,
+        FieldMapping::default(),
+        TodoVia::Activity,
+    )
+}
+
+/// Requests the portal took (those it refused with QUERY_LIMIT_EXCEEDED are not counted) and
+/// the refusals, since `before`.
+fn b24_counts(b24: &B24Emulator, before: (usize, usize)) -> (usize, usize) {
+    let hits = b24.query_limit_hits() - before.1;
+    (b24.request_count() - before.0 - hits, hits)
+}
+
+async fn bitrix24(updates: usize, clients: usize) {
+    let b24 = B24Emulator::start().await;
+    b24.set_bucket(B24_BURST, B24_DRAIN);
+    let leads: Vec<String> = (0..50)
+        .map(|i| {
+            b24.seed_deal(json!({"TITLE": format!("Заявка {i}")}))
+                .to_string()
+        })
+        .collect();
+    let store = redis_store(&format!("b24-{clients}")).await;
+    let crms: Vec<Arc<dyn Crm>> = (0..clients)
+        .map(|_| Arc::new(b24_client(&b24, store.clone())) as Arc<dyn Crm>)
+        .collect();
+    let before = (b24.request_count(), b24.query_limit_hits());
+    let elapsed = push(&crms, &leads, updates).await;
+    let (requests, hits) = b24_counts(&b24, before);
+    // The bucket takes its burst at once; only the rest waits for the drain.
+    let floor = requests.saturating_sub(B24_BURST as usize) as f64 / B24_DRAIN;
+    let ratio = if floor > 0.0 {
+        format!("{:.3}", elapsed.as_secs_f64() / floor)
+    } else {
+        "-".to_owned()
+    };
+    println!(
+        "Bitrix24 {clients} client(s) {updates:>5} updates {requests:>5} requests  {:>7.2} s  floor {floor:>7.2} s  ratio {ratio}  QUERY_LIMIT_EXCEEDED {hits}",
+        elapsed.as_secs_f64(),
+    );
+}
+
+async fn bitrix24_batch(updates: usize) {
+    let b24 = B24Emulator::start().await;
+    b24.set_bucket(B24_BURST, B24_DRAIN);
+    let leads: Vec<String> = (0..updates)
+        .map(|i| {
+            b24.seed_deal(json!({"TITLE": format!("Заявка {i}")}))
+                .to_string()
+        })
+        .collect();
+    let crm = b24_client(&b24, redis_store("b24-batch").await);
+    let burst = burst(&leads);
+    let before = (b24.request_count(), b24.query_limit_hits());
+    let started = Instant::now();
+    crm.update_leads(&burst)
+        .await
+        .expect("the batch goes through");
+    let elapsed = started.elapsed();
+    let (requests, hits) = b24_counts(&b24, before);
+    println!(
+        "Bitrix24 batch       {updates:>5} updates {requests:>5} requests  {:>7.2} s  QUERY_LIMIT_EXCEEDED {hits}",
+        elapsed.as_secs_f64(),
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let updates: usize = std::env::var("CRM_BENCH_UPDATES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(500);
+    let only = std::env::var("CRM_BENCH_ONLY").unwrap_or_default();
+    let (amo, b24) = match only.trim().to_ascii_lowercase().as_str() {
+        "" => (true, true),
+        "amocrm" => (true, false),
+        "bitrix24" => (false, true),
+        other => panic!("CRM_BENCH_ONLY is amocrm or bitrix24, not «{other}»"),
+    };
     println!(
         "CRM adapter benchmark: {updates} lead updates against the emulators at the real limits"
     );
-    amocrm(updates, 1).await;
-    amocrm(updates, 2).await;
+    if amo {
+        amocrm(updates, 1).await;
+        amocrm(updates, 2).await;
+        amocrm_batch(updates).await;
+    }
+    if b24 {
+        bitrix24(updates, 1).await;
+        bitrix24(updates, 2).await;
+        bitrix24_batch(updates).await;
+    }
 }

@@ -5,4 +5,5 @@
 mod support;
 
 mod amocrm;
+mod batch;
 mod bitrix24;

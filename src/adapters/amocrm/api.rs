@@ -5,7 +5,7 @@
 //! embedded contacts that carry only `{id, is_main}`, 204 for an empty list, tasks created as
 //! an array, notes under `/{entity}/{id}/notes`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,7 +17,7 @@ use tokio::sync::OnceCell;
 use super::oauth::{Credentials, Tokens};
 use crate::adapters::crm::fields::{AccountField, FieldRef, ResolvedFields};
 use crate::adapters::crm::http::{Limiter, Retries, retry_after};
-use crate::adapters::crm::{Crm, CrmError, LeadFilter};
+use crate::adapters::crm::{Crm, CrmError, LeadFilter, merged};
 use crate::adapters::store::Store;
 use crate::domain::lead::{Company, Contact, FieldValue, Fields, Lead, LeadUpdate};
 use crate::domain::manager::Manager;
@@ -33,6 +33,8 @@ pub const RATE: Rate = Rate {
 
 /// The largest page amoCRM serves.
 const PAGE: usize = 250;
+/// The most leads one `PATCH /api/v4/leads` takes.
+const BATCH: usize = 250;
 
 /// Our names of custom fields, per kind of record, as the config maps them.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -85,6 +87,14 @@ fn embedded<'a>(v: &'a Value, list: &str) -> &'a [Value] {
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[])
+}
+
+/// The names of a lead's `_embedded.tags`.
+fn tag_names(lead: &Value) -> Vec<String> {
+    embedded(lead, "tags")
+        .iter()
+        .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_owned))
+        .collect()
 }
 
 /// The CRM's own explanation of an error (problem+json `title`/`detail`, validation errors).
@@ -468,10 +478,7 @@ impl AmoCrm {
             status_id: v.get("status_id").and_then(id_of).unwrap_or_default(),
             pipeline_id: v.get("pipeline_id").and_then(id_of).unwrap_or_default(),
             responsible_user_id: v.get("responsible_user_id").and_then(id_of),
-            tags: embedded(v, "tags")
-                .iter()
-                .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_owned))
-                .collect(),
+            tags: tag_names(v),
             fields: Self::read_fields(v, resolved),
             loss_reason: embedded(v, "loss_reason")
                 .first()
@@ -483,6 +490,49 @@ impl AmoCrm {
             updated_at: int("updated_at"),
             updated_by: v.get("updated_by").and_then(id_of),
         })
+    }
+
+    /// One lead's changes as `PATCH /api/v4/leads/{id}` takes them, and as each element of
+    /// `PATCH /api/v4/leads` does with its `id`. `current_tags` are the lead's tags now:
+    /// `_embedded.tags` replaces them, so added tags go with all the others.
+    fn lead_body(
+        update: &LeadUpdate,
+        resolved: &ResolvedFields,
+        current_tags: &[String],
+    ) -> serde_json::Map<String, Value> {
+        let mut body = serde_json::Map::new();
+        if let Some(v) = &update.responsible_user_id {
+            body.insert("responsible_user_id".into(), numeric(v));
+        }
+        if let Some(v) = &update.status_id {
+            body.insert("status_id".into(), numeric(v));
+        }
+        if let Some(v) = &update.pipeline_id {
+            body.insert("pipeline_id".into(), numeric(v));
+        }
+        if let Some(v) = update.budget {
+            body.insert("price".into(), json!(v.round() as i64));
+        }
+        if let Some(v) = &update.loss_reason_id {
+            body.insert("loss_reason_id".into(), numeric(v));
+        }
+        let fields = Self::write_fields(&update.fields, resolved);
+        if !fields.is_empty() {
+            body.insert("custom_fields_values".into(), Value::from(fields));
+        }
+        if !update.add_tags.is_empty() {
+            let mut tags = current_tags.to_vec();
+            for tag in &update.add_tags {
+                if !tags.contains(tag) {
+                    tags.push(tag.clone());
+                }
+            }
+            body.insert(
+                "_embedded".into(),
+                json!({"tags": tags.iter().map(|t| json!({"name": t})).collect::<Vec<_>>()}),
+            );
+        }
+        body
     }
 
     /// Writes mapped fields of a record; nothing to write sends nothing.
@@ -592,48 +642,83 @@ impl Crm for AmoCrm {
             return Ok(());
         }
         let resolved = self.resolved().await?;
-        let mut body = serde_json::Map::new();
-        if let Some(v) = &update.responsible_user_id {
-            body.insert("responsible_user_id".into(), numeric(v));
-        }
-        if let Some(v) = &update.status_id {
-            body.insert("status_id".into(), numeric(v));
-        }
-        if let Some(v) = &update.pipeline_id {
-            body.insert("pipeline_id".into(), numeric(v));
-        }
-        if let Some(v) = update.budget {
-            body.insert("price".into(), json!(v.round() as i64));
-        }
-        if let Some(v) = &update.loss_reason_id {
-            body.insert("loss_reason_id".into(), numeric(v));
-        }
-        let fields = Self::write_fields(&update.fields, &resolved.leads);
-        if !fields.is_empty() {
-            body.insert("custom_fields_values".into(), Value::from(fields));
-        }
-        if !update.add_tags.is_empty() {
-            // `_embedded.tags` replaces the lead's tags: read them first and send them all.
-            let current = self
+        let current = if update.add_tags.is_empty() {
+            Vec::new()
+        } else {
+            let lead = self
                 .get(&format!("/api/v4/leads/{id}"), &[])
                 .await?
                 .unwrap_or(Value::Null);
-            let mut tags: Vec<String> = embedded(&current, "tags")
-                .iter()
-                .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_owned))
-                .collect();
-            for tag in &update.add_tags {
-                if !tags.contains(tag) {
-                    tags.push(tag.clone());
-                }
-            }
-            body.insert(
-                "_embedded".into(),
-                json!({"tags": tags.iter().map(|t| json!({"name": t})).collect::<Vec<_>>()}),
-            );
-        }
+            tag_names(&lead)
+        };
+        let body = Self::lead_body(update, &resolved.leads, &current);
         self.patch(&format!("/api/v4/leads/{id}"), Value::Object(body))
             .await
+    }
+
+    async fn update_leads(&self, updates: &[(String, LeadUpdate)]) -> Result<(), CrmError> {
+        let updates = merged(updates);
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let resolved = self.resolved().await?;
+        let mut refused = Vec::new();
+        for chunk in updates.chunks(BATCH) {
+            // The current tags of the chunk's leads that get more, in one read.
+            let mut query: Vec<(String, String)> = chunk
+                .iter()
+                .filter(|(_, u)| !u.add_tags.is_empty())
+                .map(|(id, _)| ("filter[id][]".to_owned(), id.clone()))
+                .collect();
+            let mut tags: HashMap<String, Vec<String>> = HashMap::new();
+            if !query.is_empty() {
+                query.push(("limit".into(), PAGE.to_string()));
+                let found = self
+                    .get("/api/v4/leads", &query)
+                    .await?
+                    .unwrap_or(Value::Null);
+                for lead in embedded(&found, "leads") {
+                    if let Some(id) = lead.get("id").and_then(id_of) {
+                        tags.insert(id, tag_names(lead));
+                    }
+                }
+            }
+            let body: Vec<Value> = chunk
+                .iter()
+                .map(|(id, update)| {
+                    let current = tags.get(id).map(Vec::as_slice).unwrap_or_default();
+                    let mut lead = Self::lead_body(update, &resolved.leads, current);
+                    lead.insert("id".into(), numeric(id));
+                    // Echoed in `validation-errors`, so that a refusal names the lead.
+                    lead.insert("request_id".into(), Value::from(id.as_str()));
+                    Value::Object(lead)
+                })
+                .collect();
+            // amoCRM refuses a request whole: the other chunks still go, and the refusals
+            // are reported together at the end.
+            match self
+                .call(
+                    Method::PATCH,
+                    "/api/v4/leads",
+                    &[],
+                    Some(&Value::from(body)),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(CrmError::Rejected(why)) => refused.push(format!(
+                    "{why} (each refused lead's id is its request_id; none of the {} leads \
+                     of this request written)",
+                    chunk.len()
+                )),
+                Err(e) => return Err(e),
+            }
+        }
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(CrmError::Rejected(refused.join("; ")))
+        }
     }
 
     async fn leads(&self, filter: &LeadFilter) -> Result<Vec<Lead>, CrmError> {

@@ -41,7 +41,7 @@ use super::oauth::Tokens;
 pub use crate::adapters::amocrm::api::FieldMapping;
 use crate::adapters::crm::fields::{AccountField, ResolvedFields};
 use crate::adapters::crm::http::{Limiter, Retries, retry_after};
-use crate::adapters::crm::{Crm, CrmError, LeadFilter};
+use crate::adapters::crm::{Crm, CrmError, LeadFilter, merged};
 use crate::adapters::store::Store;
 use crate::config::BITRIX24_WEBHOOK_VAR;
 pub use crate::config::TodoVia;
@@ -1223,6 +1223,206 @@ fn account_fields(described: &Value) -> (Vec<AccountField>, BTreeMap<String, Fie
     (account, info)
 }
 
+/// The error of a batch update from the deals that failed, each named: a refused credential
+/// first (a person must act), then a passing failure (the whole burst is retried: its updates
+/// set values, so running them again is harmless), else the refusals.
+fn refusal(failed: Vec<(String, CrmError)>, total: usize) -> Result<(), CrmError> {
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let mut unauthorized = None;
+    let mut unavailable = false;
+    let mut lines = Vec::new();
+    for (id, e) in &failed {
+        let why = match e {
+            CrmError::Unauthorized(why) => {
+                unauthorized.get_or_insert_with(|| why.clone());
+                why.clone()
+            }
+            CrmError::Unavailable(why) => {
+                unavailable = true;
+                why.clone()
+            }
+            CrmError::Store(e) => {
+                unavailable = true;
+                e.to_string()
+            }
+            CrmError::Rejected(why) | CrmError::Unexpected(why) => why.clone(),
+        };
+        lines.push(format!("deal {id}: {why}"));
+    }
+    if let Some(why) = unauthorized {
+        return Err(CrmError::Unauthorized(why));
+    }
+    // A deal whose move and update both failed is named once.
+    let mut ids: Vec<&str> = Vec::new();
+    for (id, _) in &failed {
+        if !ids.contains(&id.as_str()) {
+            ids.push(id);
+        }
+    }
+    let text = format!(
+        "{} of {total} deals not updated ({}): {}",
+        ids.len(),
+        ids.join(", "),
+        lines.join("; ")
+    );
+    Err(if unavailable {
+        CrmError::Unavailable(text)
+    } else {
+        CrmError::Rejected(text)
+    })
+}
+
+/// What one update asks of the portal for a deal.
+#[derive(Debug, Default)]
+struct DealChange {
+    /// The `crm.item.update` fields of a move to another funnel, which `crm.deal.update`
+    /// cannot do.
+    moved: Option<Map<String, Value>>,
+    /// The `crm.deal.update` fields.
+    fields: Map<String, Value>,
+}
+
+/// Whether an update needs the deal fields' descriptions (mapped fields, the loss reason, tags).
+fn needs_schema(update: &LeadUpdate) -> bool {
+    !update.fields.is_empty() || update.loss_reason_id.is_some() || !update.add_tags.is_empty()
+}
+
+/// The mapped `tags` field when the update adds tags: deals have no tags, so they live in a
+/// field whose value is replaced whole, and the deal must be read first.
+fn tags_field<'a>(update: &LeadUpdate, schema: &'a Schema) -> Option<(&'a str, &'a FieldInfo)> {
+    if update.add_tags.is_empty() {
+        return None;
+    }
+    schema.get("tags")
+}
+
+/// One deal's change. `schema` is the deal fields' (an empty one when the update needs
+/// none); `current` is the deal as `crm.deal.get` gives it, read when [`tags_field`] says so.
+fn deal_change(
+    update: &LeadUpdate,
+    schema: &Schema,
+    current: Option<&Value>,
+) -> Result<DealChange, CrmError> {
+    let mut fields = Map::new();
+    if let Some(v) = &update.responsible_user_id {
+        fields.insert("ASSIGNED_BY_ID".into(), numeric(v));
+    }
+    if let Some(v) = update.budget {
+        fields.insert("OPPORTUNITY".into(), json!(v));
+    }
+    fields.extend(schema.write(&update.fields, "deal")?);
+    if let Some(reason) = &update.loss_reason_id {
+        match schema.get("loss_reason") {
+            // The reason's id is the list item's id, as `loss_reasons` gives it.
+            Some((code, info)) => {
+                let value = match &info.kind {
+                    FieldKind::List(_) => numeric(reason),
+                    _ => Value::from(reason.as_str()),
+                };
+                fields.insert(code.to_owned(), value);
+            }
+            None => tracing::warn!(
+                "no `loss_reason` deal field is mapped: the loss reason is not written"
+            ),
+        }
+    }
+    if !update.add_tags.is_empty() {
+        match tags_field(update, schema) {
+            Some((code, info)) => {
+                let mut tags = match current
+                    .and_then(|c| c.get(code))
+                    .and_then(|v| Schema::read_value(v, info))
+                {
+                    Some(FieldValue::Many(items)) => items,
+                    Some(one) => one
+                        .as_text()
+                        .split(',')
+                        .map(|t| t.trim().to_owned())
+                        .filter(|t| !t.is_empty())
+                        .collect(),
+                    None => Vec::new(),
+                };
+                for tag in &update.add_tags {
+                    if !tags.contains(tag) {
+                        tags.push(tag.clone());
+                    }
+                }
+                let value = Schema::write_value("tags", code, info, &FieldValue::Many(tags))?;
+                fields.insert(code.to_owned(), value);
+            }
+            None => tracing::debug!(
+                tags = ?update.add_tags,
+                "Bitrix24 deals have no tags and no `tags` field is mapped: skipped"
+            ),
+        }
+    }
+    let mut moved = None;
+    match (&update.pipeline_id, &update.status_id) {
+        (Some(pipeline), stage) => {
+            let mut to = Map::new();
+            to.insert("categoryId".into(), numeric(pipeline));
+            if let Some(stage) = stage {
+                to.insert("stageId".into(), Value::from(stage.as_str()));
+            }
+            moved = Some(to);
+        }
+        (None, Some(stage)) => {
+            fields.insert("STAGE_ID".into(), Value::from(stage.as_str()));
+        }
+        (None, None) => {}
+    }
+    Ok(DealChange { moved, fields })
+}
+
+/// The `crm.item.update` parameters of a deal's move to another funnel.
+fn move_params(id: &str, moved: Map<String, Value>) -> Value {
+    json!({"entityTypeId": DEAL_TYPE, "id": numeric(id), "fields": moved})
+}
+
+/// Flattens JSON parameters into form pairs, `fields[UF_CRM_X][0]=47`, as PHP's `parse_str`
+/// rebuilds them.
+fn form_pairs(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
+    let key = |k: &str| {
+        if prefix.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{prefix}[{k}]")
+        }
+    };
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                form_pairs(&key(k), v, out);
+            }
+        }
+        // An empty list would vanish from a form: an empty value clears the field instead.
+        Value::Array(items) if items.is_empty() => out.push((prefix.to_owned(), String::new())),
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                form_pairs(&key(&i.to_string()), v, out);
+            }
+        }
+        Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+        Value::Number(n) => out.push((prefix.to_owned(), n.to_string())),
+        // The CRM's yes/no fields take Y and N.
+        Value::Bool(b) => out.push((prefix.to_owned(), if *b { "Y" } else { "N" }.to_owned())),
+        Value::Null => out.push((prefix.to_owned(), String::new())),
+    }
+}
+
+/// One `batch` command from the parameters a direct call would send as JSON.
+fn command_of(method: &str, params: &Value) -> String {
+    let mut pairs = Vec::new();
+    form_pairs("", params, &mut pairs);
+    let refs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    command(method, &refs)
+}
+
 fn rows(result: &Value) -> Vec<Value> {
     result.as_array().cloned().unwrap_or_default()
 }
@@ -1318,95 +1518,99 @@ impl Crm for Bitrix24 {
         if update.is_empty() {
             return Ok(());
         }
-        let mut fields = Map::new();
-        if let Some(v) = &update.responsible_user_id {
-            fields.insert("ASSIGNED_BY_ID".into(), numeric(v));
-        }
-        if let Some(v) = update.budget {
-            fields.insert("OPPORTUNITY".into(), json!(v));
-        }
-        let needs_schema = !update.fields.is_empty()
-            || update.loss_reason_id.is_some()
-            || !update.add_tags.is_empty();
-        if needs_schema {
-            let schema = &self.resolved().await?.deals;
-            fields.extend(schema.write(&update.fields, "deal")?);
-            if let Some(reason) = &update.loss_reason_id {
-                match schema.get("loss_reason") {
-                    // The reason's id is the list item's id, as `loss_reasons` gives it.
-                    Some((code, info)) => {
-                        let value = match &info.kind {
-                            FieldKind::List(_) => numeric(reason),
-                            _ => Value::from(reason.as_str()),
-                        };
-                        fields.insert(code.to_owned(), value);
-                    }
-                    None => tracing::warn!(
-                        "no `loss_reason` deal field is mapped: the loss reason is not written"
-                    ),
-                }
-            }
-            if !update.add_tags.is_empty() {
-                match schema.get("tags") {
-                    Some((code, info)) => {
-                        // Deals have no tags: they are kept in a field, so add to what is there.
-                        let current = self
-                            .request("crm.deal.get", &json!({"id": numeric(id)}))
-                            .await
-                            .required()?
-                            .result;
-                        let mut tags =
-                            match current.get(code).and_then(|v| Schema::read_value(v, info)) {
-                                Some(FieldValue::Many(items)) => items,
-                                Some(one) => one
-                                    .as_text()
-                                    .split(',')
-                                    .map(|t| t.trim().to_owned())
-                                    .filter(|t| !t.is_empty())
-                                    .collect(),
-                                None => Vec::new(),
-                            };
-                        for tag in &update.add_tags {
-                            if !tags.contains(tag) {
-                                tags.push(tag.clone());
-                            }
-                        }
-                        let value =
-                            Schema::write_value("tags", code, info, &FieldValue::Many(tags))?;
-                        fields.insert(code.to_owned(), value);
-                    }
-                    None => tracing::debug!(
-                        tags = ?update.add_tags,
-                        "Bitrix24 deals have no tags and no `tags` field is mapped: skipped"
-                    ),
-                }
-            }
-        }
-        match (&update.pipeline_id, &update.status_id) {
-            // `crm.deal.update` cannot move a deal to another funnel; `crm.item.update` can,
-            // with the stage of that funnel.
-            (Some(pipeline), stage) => {
-                let mut moved = Map::new();
-                moved.insert("categoryId".into(), numeric(pipeline));
-                if let Some(stage) = stage {
-                    moved.insert("stageId".into(), Value::from(stage.as_str()));
-                }
-                self.request(
-                    "crm.item.update",
-                    &json!({"entityTypeId": DEAL_TYPE, "id": numeric(id), "fields": moved}),
-                )
+        let none = Schema::default();
+        let schema = if needs_schema(update) {
+            &self.resolved().await?.deals
+        } else {
+            &none
+        };
+        let current = match tags_field(update, schema) {
+            Some(_) => Some(
+                self.request("crm.deal.get", &json!({"id": numeric(id)}))
+                    .await
+                    .required()?
+                    .result,
+            ),
+            None => None,
+        };
+        let change = deal_change(update, schema, current.as_ref())?;
+        if let Some(moved) = change.moved {
+            self.request("crm.item.update", &move_params(id, moved))
                 .await
                 .required()?;
-            }
-            (None, Some(stage)) => {
-                fields.insert("STAGE_ID".into(), Value::from(stage.as_str()));
-            }
-            (None, None) => {}
         }
-        if fields.is_empty() {
+        if change.fields.is_empty() {
             return Ok(());
         }
-        self.update("deal", id, fields).await
+        self.update("deal", id, change.fields).await
+    }
+
+    async fn update_leads(&self, updates: &[(String, LeadUpdate)]) -> Result<(), CrmError> {
+        let updates = merged(updates);
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let none = Schema::default();
+        let schema = if updates.iter().any(|(_, u)| needs_schema(u)) {
+            &self.resolved().await?.deals
+        } else {
+            &none
+        };
+        let mut failed: Vec<(String, CrmError)> = Vec::new();
+        // The deals whose tags grow are read first, 50 to a batch: the field is replaced whole.
+        let reads: Vec<(String, String)> = updates
+            .iter()
+            .filter(|(_, u)| tags_field(u, schema).is_some())
+            .map(|(id, _)| (format!("get{id}"), command("crm.deal.get", &[("id", id)])))
+            .collect();
+        let mut current = if reads.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.batch(&reads, false).await?
+        };
+        let mut commands: Vec<(String, String)> = Vec::new();
+        let mut deal_of: BTreeMap<String, &str> = BTreeMap::new();
+        for (id, update) in &updates {
+            let deal = match current.remove(&format!("get{id}")).map(Found::required) {
+                Some(Ok(answer)) => Some(answer.result),
+                Some(Err(e)) => {
+                    failed.push((id.clone(), e));
+                    continue;
+                }
+                None => None,
+            };
+            let change = match deal_change(update, schema, deal.as_ref()) {
+                Ok(change) => change,
+                Err(e) => {
+                    failed.push((id.clone(), e));
+                    continue;
+                }
+            };
+            // The move goes first, as in `update_lead`: a stage of the new funnel needs it.
+            if let Some(moved) = change.moved {
+                let key = format!("move{id}");
+                commands.push((
+                    key.clone(),
+                    command_of("crm.item.update", &move_params(id, moved)),
+                ));
+                deal_of.insert(key, id);
+            }
+            if !change.fields.is_empty() {
+                let key = format!("deal{id}");
+                let params = json!({"id": numeric(id), "fields": change.fields});
+                commands.push((key.clone(), command_of("crm.deal.update", &params)));
+                deal_of.insert(key, id);
+            }
+        }
+        if !commands.is_empty() {
+            // No halt: one refused deal must not hold back the others of its batch.
+            for (key, outcome) in self.batch(&commands, false).await? {
+                if let Err(e) = outcome.required() {
+                    failed.push((deal_of.get(&key).copied().unwrap_or_default().to_owned(), e));
+                }
+            }
+        }
+        refusal(failed, updates.len())
     }
 
     async fn leads(&self, filter: &LeadFilter) -> Result<Vec<Lead>, CrmError> {
@@ -1731,6 +1935,17 @@ mod tests {
         assert!(body.contains("%20%26%20"), "{body}");
         let parsed: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(parsed["cmd"]["z"], "crm.deal.get?id=7");
+    }
+
+    #[test]
+    fn json_parameters_become_a_batch_command_as_php_reads_it() {
+        let params = json!({"id": 7, "fields": {"UF_CRM_TAGS": ["a", "b & c"], "UF_CRM_X": [],
+                            "OPPORTUNITY": 99.5}});
+        assert_eq!(
+            command_of("crm.deal.update", &params),
+            "crm.deal.update?fields[OPPORTUNITY]=99.5&fields[UF_CRM_TAGS][0]=a\
+             &fields[UF_CRM_TAGS][1]=b%20%26%20c&fields[UF_CRM_X]=&id=7"
+        );
     }
 
     #[test]

@@ -4,6 +4,8 @@
 pub mod fields;
 pub mod http;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 
 use crate::adapters::store::StoreError;
@@ -50,6 +52,38 @@ pub struct LeadFilter {
     pub responsible_user_id: Option<String>,
 }
 
+/// The non-empty updates of `updates`, one per lead, in the order each lead first comes:
+/// later values win, tags and fields add up. A batch then never carries a lead twice, so no
+/// change of it depends on how the CRM orders the elements of one request, and a lead whose
+/// tags grow twice is read once.
+pub fn merged(updates: &[(String, LeadUpdate)]) -> Vec<(String, LeadUpdate)> {
+    let mut out: Vec<(String, LeadUpdate)> = Vec::new();
+    let mut at: HashMap<&str, usize> = HashMap::new();
+    for (id, update) in updates.iter().filter(|(_, u)| !u.is_empty()) {
+        let Some(&i) = at.get(id.as_str()) else {
+            at.insert(id, out.len());
+            out.push((id.clone(), update.clone()));
+            continue;
+        };
+        let into = &mut out[i].1;
+        let later = update.clone();
+        into.responsible_user_id = later
+            .responsible_user_id
+            .or(into.responsible_user_id.take());
+        into.status_id = later.status_id.or(into.status_id.take());
+        into.pipeline_id = later.pipeline_id.or(into.pipeline_id.take());
+        into.budget = later.budget.or(into.budget);
+        into.loss_reason_id = later.loss_reason_id.or(into.loss_reason_id.take());
+        for tag in later.add_tags {
+            if !into.add_tags.contains(&tag) {
+                into.add_tags.push(tag);
+            }
+        }
+        into.fields.extend(later.fields);
+    }
+    out
+}
+
 /// What the robot needs from a CRM.
 #[async_trait]
 pub trait Crm: Send + Sync {
@@ -57,6 +91,14 @@ pub trait Crm: Send + Sync {
     async fn lead(&self, id: &str) -> Result<Option<Lead>, CrmError>;
     /// Changes a lead. An empty update sends nothing.
     async fn update_lead(&self, id: &str, update: &LeadUpdate) -> Result<(), CrmError>;
+    /// Changes many leads, each `(id, update)` as [`Crm::update_lead`] would: a burst of
+    /// changes (a re-scoring, a manager's leads handed over) costs fewer requests, since the
+    /// CRM takes many in one (amoCRM 250 a request, Bitrix24 50 commands a `batch`). Empty
+    /// updates are skipped, and an all-empty slice sends nothing; several updates of one lead
+    /// are merged in order (see [`merged`]). A refusal does not stop the other requests
+    /// (amoCRM refuses a request whole, Bitrix24 one command): the error names the refused
+    /// leads afterwards.
+    async fn update_leads(&self, updates: &[(String, LeadUpdate)]) -> Result<(), CrmError>;
     /// Leads matching the filter, every page to the end.
     async fn leads(&self, filter: &LeadFilter) -> Result<Vec<Lead>, CrmError>;
     /// Creates a task; returns its id.
@@ -81,4 +123,35 @@ pub trait Crm: Send + Sync {
     async fn stages(&self) -> Result<Vec<Stage>, CrmError>;
     /// The loss (refusal) reasons.
     async fn loss_reasons(&self) -> Result<Vec<Named>, CrmError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::lead::FieldValue;
+
+    #[test]
+    fn updates_of_one_lead_merge_in_order_and_empty_ones_go() {
+        let update = |budget: Option<f64>, tag: &str, field: (&str, f64)| LeadUpdate {
+            budget,
+            add_tags: vec![tag.to_owned()],
+            fields: [(field.0.to_owned(), FieldValue::Number(field.1))].into(),
+            ..LeadUpdate::default()
+        };
+        let updates = vec![
+            ("1".to_owned(), update(Some(10.0), "a", ("score", 1.0))),
+            ("2".to_owned(), LeadUpdate::default()),
+            ("3".to_owned(), update(None, "c", ("score", 3.0))),
+            ("1".to_owned(), update(None, "b", ("brand", 2.0))),
+            ("1".to_owned(), update(Some(30.0), "a", ("score", 4.0))),
+        ];
+        let merged = merged(&updates);
+        let ids: Vec<&str> = merged.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["1", "3"]);
+        let one = &merged[0].1;
+        assert_eq!(one.budget, Some(30.0));
+        assert_eq!(one.add_tags, ["a", "b"]);
+        assert_eq!(one.fields.get("score"), Some(&FieldValue::Number(4.0)));
+        assert_eq!(one.fields.get("brand"), Some(&FieldValue::Number(2.0)));
+    }
 }
