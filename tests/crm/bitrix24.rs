@@ -420,7 +420,27 @@ async fn a_todo_is_listed_open_and_completed() {
                 .any(|t| t.id == task_id),
             "{via:?}"
         );
+        // Completed again (a manager closed it first): nothing to do, not an error.
+        crm.complete_task(&task_id, "Дозвонились").await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn open_tasks_are_the_to_dos_not_every_open_activity() {
+    let emu = B24Emulator::start().await;
+    let id = emu.seed_deal(json!({"TITLE": "Заявка"})).to_string();
+    let call = emu.seed_activity(json!({"TYPE_ID": 2, "PROVIDER_ID": "VOXIMPLANT_CALL", "OWNER_TYPE_ID": 2, "OWNER_ID": id, "COMPLETED": "N"}));
+    let crm = webhook(&emu, store(false).await, TodoVia::Activity);
+    let task_id = crm
+        .create_task(&call_task(chrono::Utc::now().timestamp(), &id))
+        .await
+        .unwrap();
+    let open = crm.open_tasks().await.unwrap();
+    assert!(open.iter().any(|t| t.id == task_id));
+    assert!(
+        !open.iter().any(|t| t.id == call.to_string()),
+        "a call is not the robot's to-do: {open:?}"
+    );
 }
 
 #[tokio::test]

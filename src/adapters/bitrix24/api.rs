@@ -1167,6 +1167,14 @@ impl Bitrix24 {
                 tracing::warn!(task = %id, "the Bitrix24 task to complete is gone");
                 Ok(())
             }
+            // The portal's answer for a task that is gone or already closed (a manager closed
+            // it in the UI): the wish is fulfilled either way.
+            Some(Err(CrmError::Rejected(message)))
+                if message.contains("Action on the task is not allowed") =>
+            {
+                tracing::info!(task = %id, "the Bitrix24 task is already closed or gone");
+                Ok(())
+            }
             Some(Err(e)) => Err(e),
         }
     }
@@ -1692,7 +1700,9 @@ impl Crm for Bitrix24 {
         match self.todo_via {
             TodoVia::Activity => {
                 let params = json!({
-                    "filter": {"COMPLETED": "N"},
+                    // Only the robot's kind of activity: without PROVIDER_ID the portal lists
+                    // every open call, e-mail and app activity the webhook user can see.
+                    "filter": {"COMPLETED": "N", "PROVIDER_ID": "CRM_TODO"},
                     "select": ["ID", "OWNER_TYPE_ID", "OWNER_ID", "TYPE_ID", "SUBJECT",
                                "DESCRIPTION", "DEADLINE", "RESPONSIBLE_ID", "COMPLETED"],
                     "order": {"ID": "ASC"},
