@@ -277,22 +277,49 @@ impl Context {
     }
 
     /// What the workers do with an event: load its record through the CRM and record it,
-    /// or only record it when no CRM is connected. Says which, for the start-up message.
-    pub fn handler(&self, store: &Store) -> anyhow::Result<(Arc<dyn EventHandler>, String)> {
+    /// or only record it when no CRM is connected. Says which, for the start-up message, and
+    /// gives the client when there is one.
+    pub fn handler(
+        &self,
+        store: &Store,
+    ) -> anyhow::Result<(Arc<dyn EventHandler>, String, Option<Client>)> {
         Ok(match self.crm(store)? {
-            Ok(connected) => (
-                Arc::new(LoadEntity::new(connected.crm, connected.source)),
-                format!(
+            Ok(connected) => {
+                let what = format!(
                     "{}: each event's lead, contact or company is loaded",
                     connected.description
-                ),
-            ),
+                );
+                let handler: Arc<dyn EventHandler> =
+                    Arc::new(LoadEntity::new(connected.crm, connected.source));
+                (handler, what, Some(connected.client))
+            }
             Err(why) => (
                 Arc::new(Journal),
                 format!("not connected ({why}): events are recorded only"),
+                None,
             ),
         })
     }
+}
+
+/// Checks the field mapping against the account in the background: a CRM that is down must
+/// not keep the robot from starting, and the head of sales reads the warnings in the log.
+pub fn check_fields_in_background(client: Client) {
+    tokio::spawn(async move {
+        match client.missing_fields().await {
+            Ok(missing) if missing.is_empty() => {
+                tracing::info!("every mapped custom field exists in the CRM")
+            }
+            Ok(missing) => {
+                for m in missing {
+                    tracing::warn!("[fields] in robot.toml: {m} (see `sales-robot crm check`)");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check the custom fields against the CRM")
+            }
+        }
+    });
 }
 
 /// The secrets `replay` posts with: from the environment, else those `serve` keeps in the
@@ -340,6 +367,6 @@ pub async fn jobs(dir: &Path) -> anyhow::Result<Jobs> {
     let ctx = load(dir)?;
     let store = ctx.open_store().await?;
     let (settings, _) = ctx.settings(false)?;
-    let (handler, _) = ctx.handler(&store)?;
+    let (handler, _, _) = ctx.handler(&store)?;
     Ok(Jobs::new(store, handler, settings.retry))
 }

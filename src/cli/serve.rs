@@ -35,7 +35,10 @@ pub async fn serve(config_dir: &Path, http: bool, worker: bool) -> anyhow::Resul
     let ctx = context::load(config_dir)?;
     let store = ctx.open_store().await?;
     let (settings, hook_origin) = ctx.settings(worker)?;
-    let (handler, crm) = ctx.handler(&store)?;
+    let (handler, crm, client) = ctx.handler(&store)?;
+    if let Some(client) = client {
+        context::check_fields_in_background(client);
+    }
     let stop = CancellationToken::new();
     stop_on_signal(stop.clone());
     if !http {
