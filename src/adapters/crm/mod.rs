@@ -3,6 +3,7 @@
 
 pub mod fields;
 pub mod http;
+pub mod tokens;
 
 use std::collections::HashMap;
 
