@@ -14,7 +14,9 @@ use crate::adapters::bitrix24::api::{Access, Bitrix24};
 use crate::adapters::crm::Crm;
 use crate::adapters::crm::fields::FieldRef;
 use crate::adapters::store::{Location, Store, StoreSettings};
-use crate::config::{self, CrmKind, Env, RobotConfig, Secrets, Severity, StorageBackend};
+use crate::config::{
+    self, B24Entity, CrmKind, Env, RobotConfig, Secrets, Severity, StorageBackend,
+};
 use crate::domain::event::Source;
 use crate::domain::rate::Rate;
 use crate::domain::retry::RetryPolicy;
@@ -148,6 +150,8 @@ pub struct ConnectedCrm {
     pub crm: Arc<dyn Crm>,
     /// The source its webhooks come as.
     pub source: Source,
+    /// The `crm_entity` of the events about its leads: `deal` or `lead` (Bitrix24 only).
+    pub lead_entity: &'static str,
     /// What it is, for people: "amoCRM https://robotdemo.amocrm.ru (long-lived token)".
     pub description: String,
     /// The client itself, for what the trait does not cover (checks, the OAuth code).
@@ -226,6 +230,7 @@ impl Context {
                 Ok(Ok(ConnectedCrm {
                     crm: client.clone(),
                     source: Source::Amocrm,
+                    lead_entity: B24Entity::Deal.name(),
                     description: format!("amoCRM {} ({how})", amo.base_url()),
                     client: Client::Amocrm(client),
                 }))
@@ -259,16 +264,20 @@ impl Context {
                     per_second: b24.rate_per_second,
                     burst: b24.burst,
                 };
-                let client = Arc::new(Bitrix24::new(
-                    Access::Webhook(webhook.clone()),
-                    store.clone(),
-                    rate,
-                    fields,
-                    b24.todo_via,
-                ));
+                let client = Arc::new(
+                    Bitrix24::new(
+                        Access::Webhook(webhook.clone()),
+                        store.clone(),
+                        rate,
+                        fields,
+                        b24.todo_via,
+                    )
+                    .with_entity(b24.entity),
+                );
                 Ok(Ok(ConnectedCrm {
                     crm: client.clone(),
                     source: Source::Bitrix24,
+                    lead_entity: b24.entity.name(),
                     description: format!("Bitrix24 {} (inbound webhook)", b24.domain),
                     client: Client::Bitrix24(client),
                 }))
@@ -289,8 +298,10 @@ impl Context {
                     "{}: each event's lead, contact or company is loaded",
                     connected.description
                 );
-                let handler: Arc<dyn EventHandler> =
-                    Arc::new(LoadEntity::new(connected.crm, connected.source));
+                let handler: Arc<dyn EventHandler> = Arc::new(
+                    LoadEntity::new(connected.crm, connected.source)
+                        .with_lead_entity(connected.lead_entity),
+                );
                 (handler, what, Some(connected.client))
             }
             Err(why) => (

@@ -43,9 +43,9 @@ pub use env::{
 };
 pub use problem::{ConfigErrors, Problem, Severity};
 pub use robot::{
-    AmocrmConfig, Bitrix24Config, CrmConfig, CrmKind, FieldName, FieldsConfig, JobsConfig,
-    PresenceConfig, RobotConfig, ServerConfig, StorageBackend, StorageConfig, StorageUrl,
-    StorageUrlError, TodoVia, WazzupConfig,
+    AmocrmConfig, B24Entity, Bitrix24Config, CrmConfig, CrmKind, FieldName, FieldsConfig,
+    JobsConfig, PresenceConfig, RobotConfig, ServerConfig, StorageBackend, StorageConfig,
+    StorageUrl, StorageUrlError, TodoVia, WazzupConfig,
 };
 
 use env::{KeySpec, Kind, Override};

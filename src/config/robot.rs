@@ -501,6 +501,9 @@ pub struct Bitrix24Config {
     /// Which REST method makes the robot's to-dos.
     #[serde(default)]
     pub todo_via: TodoVia,
+    /// Which CRM records are the robot's leads: deals, or the portal's own leads.
+    #[serde(default)]
+    pub entity: B24Entity,
 }
 
 impl Bitrix24Config {
@@ -517,6 +520,7 @@ impl Bitrix24Config {
             rate_per_second: Self::DEFAULT_RATE_PER_SECOND,
             burst: Self::DEFAULT_BURST,
             todo_via: TodoVia::default(),
+            entity: B24Entity::default(),
         }
     }
 
@@ -538,6 +542,28 @@ pub enum TodoVia {
     Activity,
     /// A task in the Tasks module, bound to the record (`tasks.task.add`).
     Task,
+}
+
+/// Which Bitrix24 records the robot works as its leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum B24Entity {
+    /// Deals (`crm.deal.*`), with their funnels.
+    #[default]
+    Deal,
+    /// CRM leads (`crm.lead.*`), for portals whose sales work in leads: one pipeline of lead
+    /// statuses, no funnels.
+    Lead,
+}
+
+impl B24Entity {
+    /// The name the REST methods and the events use: `deal` or `lead`.
+    pub fn name(self) -> &'static str {
+        match self {
+            B24Entity::Deal => "deal",
+            B24Entity::Lead => "lead",
+        }
+    }
 }
 
 /// `[fields]`: the robot's names of custom fields (`category`, `score`…) mapped to the

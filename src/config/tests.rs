@@ -706,3 +706,29 @@ fn fields_are_not_set_from_the_environment() {
         problems[0]
     );
 }
+
+#[test]
+fn the_bitrix24_entity_is_deals_unless_leads_are_asked_for() {
+    let config = load(
+        &shipped_dir(),
+        &Env::from_pairs([("ROBOT_CRM_KIND", "bitrix24")]),
+    )
+    .unwrap();
+    assert_eq!(config.bitrix24.unwrap().entity, B24Entity::Deal);
+
+    let b24 = load_str(
+        "[bitrix24]\ndomain = \"acme.bitrix24.ru\"\n",
+        &[("ROBOT_BITRIX24_ENTITY", "lead")],
+    )
+    .unwrap()
+    .bitrix24
+    .unwrap();
+    assert_eq!(b24.entity, B24Entity::Lead);
+
+    let p = only_problem(
+        "[bitrix24]\ndomain = \"a.bitrix24.ru\"\nentity = \"leads\"\n",
+        &[],
+    );
+    assert_eq!(p.line, Some(3));
+    assert!(p.message.contains("`deal` or `lead`"), "{p}");
+}

@@ -14,7 +14,7 @@ use crate::service::jobs::{EventHandler, HandlerError, Journal};
 /// Which record an event names, if it names one the CRM holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    /// A lead (a deal in Bitrix24).
+    /// A lead (a deal in Bitrix24, or a CRM lead where the portal works in leads).
     Lead(String),
     /// A contact.
     Contact(String),
@@ -24,13 +24,14 @@ pub enum Record {
 
 /// The CRM record an event is about, for events from `crm` (the configured CRM); `None` for
 /// events about other things (a chat, a manager) or records the robot does not load (a
-/// deleted lead, a Bitrix24 CRM lead when deals are the leads).
-pub fn record_of(event: &Event, crm: Source) -> Option<Record> {
+/// deleted lead, a Bitrix24 CRM lead when deals are the leads, a deal when leads are).
+/// `lead_entity` is the `crm_entity` of the events that name the robot's leads.
+pub fn record_of(event: &Event, crm: Source, lead_entity: &str) -> Option<Record> {
     if event.source != crm
         || event
             .crm_entity
             .as_deref()
-            .is_some_and(|e| e != "deal" && e != "contact" && e != "company")
+            .is_some_and(|e| e != lead_entity && e != "contact" && e != "company")
     {
         return None;
     }
@@ -56,12 +57,25 @@ pub fn record_of(event: &Event, crm: Source) -> Option<Record> {
 pub struct LoadEntity {
     crm: Arc<dyn Crm>,
     source: Source,
+    lead_entity: String,
 }
 
 impl LoadEntity {
-    /// Loads from `crm`, which is the CRM that sends events as `source`.
+    /// Loads from `crm`, which is the CRM that sends events as `source`; Bitrix24 events about
+    /// deals name its leads.
     pub fn new(crm: Arc<dyn Crm>, source: Source) -> LoadEntity {
-        LoadEntity { crm, source }
+        LoadEntity {
+            crm,
+            source,
+            lead_entity: "deal".into(),
+        }
+    }
+
+    /// Takes events whose `crm_entity` is `entity` (`deal` or `lead`) as naming the robot's
+    /// leads, as the Bitrix24 client is set up; events about the other kind are not loaded.
+    pub fn with_lead_entity(mut self, entity: &str) -> LoadEntity {
+        self.lead_entity = entity.to_owned();
+        self
     }
 }
 
@@ -73,7 +87,7 @@ impl EventHandler for LoadEntity {
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             let crm_error = |e: crate::adapters::crm::CrmError| HandlerError::Other(e.to_string());
-            match record_of(event, self.source) {
+            match record_of(event, self.source, &self.lead_entity) {
                 Some(Record::Lead(id)) => match self.crm.lead(&id).await.map_err(crm_error)? {
                     Some(lead) => tracing::info!(
                         lead = %lead.id, stage = %lead.status_id, responsible = ?lead.responsible_user_id,
@@ -126,44 +140,80 @@ mod tests {
         assert_eq!(
             record_of(
                 &event(Source::Amocrm, created.clone(), None),
-                Source::Amocrm
+                Source::Amocrm,
+                "deal"
             ),
             Some(Record::Lead("7".into()))
         );
         assert_eq!(
             record_of(
                 &event(Source::Amocrm, created.clone(), None),
-                Source::Bitrix24
+                Source::Bitrix24,
+                "deal"
             ),
             None
         );
         assert_eq!(
             record_of(
                 &event(Source::Bitrix24, created.clone(), Some("deal")),
-                Source::Bitrix24
+                Source::Bitrix24,
+                "deal"
             ),
             Some(Record::Lead("7".into()))
         );
         assert_eq!(
             record_of(
                 &event(Source::Bitrix24, created, Some("lead")),
-                Source::Bitrix24
+                Source::Bitrix24,
+                "deal"
             ),
             None
         );
         assert_eq!(
             record_of(
                 &event(Source::Amocrm, EventKind::LeadDeleted, None),
-                Source::Amocrm
+                Source::Amocrm,
+                "deal"
             ),
             None
         );
         assert_eq!(
             record_of(
                 &event(Source::Amocrm, EventKind::CompanyUpdated, None),
-                Source::Amocrm
+                Source::Amocrm,
+                "deal"
             ),
             Some(Record::Company("7".into()))
+        );
+        // A portal whose sales work in CRM leads: lead events name the lead, deal events nothing.
+        let created = EventKind::LeadCreated {
+            status_id: None,
+            pipeline_id: None,
+            responsible_user_id: None,
+        };
+        assert_eq!(
+            record_of(
+                &event(Source::Bitrix24, created.clone(), Some("lead")),
+                Source::Bitrix24,
+                "lead"
+            ),
+            Some(Record::Lead("7".into()))
+        );
+        assert_eq!(
+            record_of(
+                &event(Source::Bitrix24, created, Some("deal")),
+                Source::Bitrix24,
+                "lead"
+            ),
+            None
+        );
+        assert_eq!(
+            record_of(
+                &event(Source::Bitrix24, EventKind::ContactUpdated, Some("contact")),
+                Source::Bitrix24,
+                "lead"
+            ),
+            Some(Record::Contact("7".into()))
         );
         let unsorted = EventKind::UnsortedCreated {
             category: None,
@@ -171,7 +221,11 @@ mod tests {
             pipeline_id: None,
         };
         assert_eq!(
-            record_of(&event(Source::Amocrm, unsorted, None), Source::Amocrm),
+            record_of(
+                &event(Source::Amocrm, unsorted, None),
+                Source::Amocrm,
+                "deal"
+            ),
             Some(Record::Lead("9".into()))
         );
     }

@@ -135,3 +135,48 @@ async fn a_bitrix24_event_makes_the_worker_read_its_deal() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bitrix24_lead_event_makes_the_worker_read_its_lead() {
+    use sales_robot::adapters::bitrix24::api::{Access, B24Entity, Bitrix24, RATE};
+    use sales_robot::config::TodoVia;
+
+    use crate::helpers::B24_TOKEN;
+    use crate::support::bitrix24::B24Emulator;
+
+    let b24 = B24Emulator::start().await;
+    let lead = b24.seed_lead(serde_json::json!({"TITLE": "Заявка", "OPPORTUNITY": "5000"}));
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(Backend::Sqlite, dir.path()).await;
+    let access = Access::Webhook(SecretString::from(b24.webhook_url()));
+    let crm = Bitrix24::new(
+        access,
+        store,
+        RATE,
+        FieldMapping::default(),
+        TodoVia::Activity,
+    )
+    .with_entity(B24Entity::Lead);
+    let handler = Arc::new(
+        LoadEntity::new(Arc::new(crm), Source::Bitrix24).with_lead_entity(B24Entity::Lead.name()),
+    );
+    let app = spawn_app_with(Backend::Sqlite, handler, |_| {}).await;
+    let body = format!(
+        "event=ONCRMLEADADD&data[FIELDS][ID]={lead}&ts=1763900000&auth[domain]=robotdemo.bitrix24.ru\
+         &auth[member_id]=m&auth[application_token]={B24_TOKEN}"
+    );
+    assert_eq!(app.post_bitrix24(body).await.status(), 200);
+    app.wait_for_journal(1, 10).await;
+    let read = b24.requests().iter().any(|r| {
+        r.method_name.eq_ignore_ascii_case("batch") && r.params.to_string().contains("crm.lead.get")
+    });
+    assert!(
+        read,
+        "the lead was read through the REST API: {:?}",
+        b24.requests()
+            .iter()
+            .map(|r| r.method_name.clone())
+            .collect::<Vec<_>>()
+    );
+    app.stop().await;
+}

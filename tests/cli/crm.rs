@@ -149,12 +149,21 @@ async fn on_bitrix24_crm_lead_reads_the_deal_through_the_inbound_webhook() {
 async fn serve_names_the_mapped_fields_the_account_lacks_at_start() {
     let amo = AmoEmulator::start().await;
     let mut robot = robot_on(&amo);
-    robot.env.push(("ROBOT_AMOCRM_TOKEN".into(), amo.long_lived_token()));
+    robot
+        .env
+        .push(("ROBOT_AMOCRM_TOKEN".into(), amo.long_lived_token()));
     let log = robot.dir.path().join("serve.log");
     let mut child = robot.serve(&log);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("«ИНН»") {
-        assert!(std::time::Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("«ИНН»")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(crate::process::terminate(&mut child, 30).success());

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sales_robot::adapters::bitrix24::api::{Access, Bitrix24, FieldMapping, RATE, TodoVia};
+use sales_robot::adapters::bitrix24::api::{
+    Access, B24Entity, Bitrix24, FieldMapping, RATE, TodoVia,
+};
 use sales_robot::adapters::crm::fields::FieldRef;
 use sales_robot::adapters::crm::http::Retries;
 use sales_robot::adapters::crm::{Crm, CrmError, LeadFilter};
@@ -702,5 +704,212 @@ async fn two_clients_refreshing_at_once_never_reuse_the_refresh_token() {
         refreshes,
         vec![200, 200, 200],
         "one renewal a round, never an invalid_grant"
+    );
+}
+
+/// A client of a portal whose sales work in CRM leads, with fields leads have.
+async fn lead_client(emu: &B24Emulator) -> Bitrix24 {
+    let refs = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(ours, r)| ((*ours).to_owned(), FieldRef::parse(r)))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let m = FieldMapping {
+        leads: refs(&[("score", "Скоринг"), ("comment", "COMMENTS")]),
+        companies: refs(&[("inn", "ИНН")]),
+        ..FieldMapping::default()
+    };
+    let access = Access::Webhook(SecretString::from(emu.webhook_url()));
+    Bitrix24::new(access, store(false).await, RATE, m, TodoVia::Activity)
+        .with_retries(fast())
+        .with_entity(B24Entity::Lead)
+}
+
+#[tokio::test]
+async fn a_crm_lead_comes_with_its_contact_company_and_fields() {
+    let emu = B24Emulator::start().await;
+    let id = emu.seed_lead(json!({
+        "TITLE": "Лид с сайта svarka-pro.ru",
+        "OPPORTUNITY": 70000,
+        "ASSIGNED_BY_ID": 3,
+        "STATUS_ID": "IN_PROCESS",
+        "COMPANY_ID": SVARKA,
+        "CONTACT_ID": KUZNETSOV,
+        "UF_CRM_SCORE": 17,
+    }));
+    let crm = lead_client(&emu).await;
+    assert!(crm.check_fields().await.unwrap().is_empty());
+    let lead = crm
+        .lead(&id.to_string())
+        .await
+        .unwrap()
+        .expect("the lead exists");
+    assert_eq!(lead.name, "Лид с сайта svarka-pro.ru");
+    assert_eq!(lead.budget, Some(70_000.0));
+    assert_eq!(lead.status_id, "IN_PROCESS");
+    assert_eq!(lead.pipeline_id, "0", "leads have one pipeline");
+    assert_eq!(lead.responsible_user_id.as_deref(), Some("3"));
+    assert_eq!(lead.fields.get("score"), Some(&FieldValue::Number(17.0)));
+    let main = lead.main_contact().expect("the contact");
+    assert_eq!(main.name, "Андрей Кузнецов");
+    assert_eq!(main.phones, vec!["+7 912 345-67-89".to_owned()]);
+    let company = lead.company.as_ref().expect("the company");
+    assert_eq!(company.name, "ООО Сварка-Про");
+    emu.clear_requests();
+    crm.lead(&id.to_string()).await.unwrap().unwrap();
+    let asked = emu
+        .requests()
+        .iter()
+        .map(|r| r.params.to_string())
+        .collect::<Vec<_>>();
+    assert!(asked[0].contains("crm.lead.get"), "{asked:?}");
+    assert!(!asked.iter().any(|p| p.contains("crm.deal")), "{asked:?}");
+    assert_eq!(methods(&emu), vec!["batch", "batch"]);
+    assert_eq!(crm.lead("999999").await.unwrap(), None);
+
+    // Its to-dos and timeline comments are the lead's (owner type 1), not a deal's.
+    let todo = crm
+        .create_task(&call_task(chrono::Utc::now().timestamp(), &id.to_string()))
+        .await
+        .unwrap();
+    let activity = emu
+        .activities()
+        .into_iter()
+        .find(|a| a["ID"] == todo.as_str())
+        .expect("the to-do");
+    assert_eq!(activity["OWNER_TYPE_ID"], "1");
+    assert_eq!(activity["OWNER_ID"], id.to_string().as_str());
+    let open = crm.open_tasks().await.unwrap();
+    assert_eq!(
+        open.iter()
+            .find(|t| t.id == todo)
+            .and_then(|t| t.entity.clone()),
+        Some(EntityRef::lead(id.to_string()))
+    );
+    crm.add_note(&EntityRef::lead(id.to_string()), "Робот: лид в работе")
+        .await
+        .unwrap();
+    assert!(
+        emu.comments()
+            .iter()
+            .any(|c| c["ENTITY_TYPE"] == "lead" && c["ENTITY_ID"] == id.to_string().as_str()),
+        "{:?}",
+        emu.comments()
+    );
+}
+
+#[tokio::test]
+async fn a_crm_lead_update_writes_its_status_and_a_field() {
+    let emu = B24Emulator::start().await;
+    let id = emu.seed_lead(json!({"TITLE": "Лид"}));
+    let other = emu.seed_lead(json!({"TITLE": "Ещё лид"}));
+    let crm = lead_client(&emu).await;
+    let update = LeadUpdate {
+        status_id: Some("PROCESSED".into()),
+        responsible_user_id: Some("2".into()),
+        fields: BTreeMap::from([("score".to_owned(), FieldValue::Number(64.0))]),
+        ..LeadUpdate::default()
+    };
+    crm.update_lead(&id.to_string(), &update).await.unwrap();
+    let raw = emu.lead(id).unwrap();
+    assert_eq!(raw["STATUS_ID"], "PROCESSED");
+    assert_eq!(raw["ASSIGNED_BY_ID"], "2");
+    assert_eq!(raw["UF_CRM_SCORE"], "64");
+
+    // In a batch too, and a funnel asked for is skipped: leads have none.
+    let moves = LeadUpdate {
+        status_id: Some("IN_PROCESS".into()),
+        pipeline_id: Some("0".into()),
+        fields: BTreeMap::from([("comment".to_owned(), FieldValue::Text("звонок".into()))]),
+        ..LeadUpdate::default()
+    };
+    crm.update_leads(&[(id.to_string(), moves.clone()), (other.to_string(), moves)])
+        .await
+        .unwrap();
+    for lead in [id, other] {
+        let raw = emu.lead(lead).unwrap();
+        assert_eq!(raw["STATUS_ID"], "IN_PROCESS");
+        assert_eq!(raw["COMMENTS"], "звонок");
+    }
+    assert!(
+        !methods(&emu).iter().any(|m| m == "crm.item.update"),
+        "{:?}",
+        methods(&emu)
+    );
+}
+
+#[tokio::test]
+async fn crm_leads_are_listed_page_by_page() {
+    let emu = B24Emulator::start().await;
+    for i in 0..70 {
+        let created = format!("2026-11-01T10:{:02}:00+03:00", i % 60);
+        emu.seed_lead(json!({
+            "TITLE": format!("Лид {i}"),
+            "DATE_CREATE": created,
+            "STATUS_ID": if i % 2 == 0 { "NEW" } else { "IN_PROCESS" },
+        }));
+    }
+    emu.seed_deal(json!({"TITLE": "Сделка"}));
+    let crm = lead_client(&emu).await;
+    let from = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00+03:00")
+        .unwrap()
+        .timestamp();
+    emu.clear_requests();
+    let all = crm
+        .leads(&LeadFilter {
+            created_from: Some(from),
+            ..LeadFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 70);
+    assert!(all.iter().all(|l| l.name.starts_with("Лид ")));
+    let lists = methods(&emu)
+        .iter()
+        .filter(|m| *m == "crm.lead.list")
+        .count();
+    assert_eq!(lists, 2, "50 + 20");
+    let new = crm
+        .leads(&LeadFilter {
+            created_from: Some(from),
+            status_id: Some("NEW".into()),
+            pipeline_id: Some("0".into()),
+            ..LeadFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(new.len(), 35);
+    let elsewhere = crm
+        .leads(&LeadFilter {
+            pipeline_id: Some("1".into()),
+            ..LeadFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(elsewhere.is_empty(), "leads have no other funnel");
+}
+
+#[tokio::test]
+async fn the_stages_of_crm_leads_are_the_lead_statuses() {
+    let emu = B24Emulator::start().await;
+    let crm = lead_client(&emu).await;
+    let stages = crm.stages().await.unwrap();
+    let ids: Vec<&str> = stages.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec!["NEW", "IN_PROCESS", "PROCESSED", "CONVERTED", "JUNK"]
+    );
+    assert_eq!(stages[0].name, "Не обработан");
+    assert!(
+        stages
+            .iter()
+            .all(|s| s.pipeline.id == "0" && s.pipeline.name == "Лиды"),
+        "{stages:?}"
+    );
+    assert!(
+        !methods(&emu).iter().any(|m| m.contains("category")),
+        "no funnels are asked for: {:?}",
+        methods(&emu)
     );
 }

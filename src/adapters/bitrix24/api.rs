@@ -1,4 +1,5 @@
-//! The Bitrix24 REST API behind the `Crm` trait. For the robot a "lead" is a Bitrix24 deal.
+//! The Bitrix24 REST API behind the `Crm` trait. For the robot a "lead" is a Bitrix24 deal, or
+//! a Bitrix24 CRM lead on portals whose sales work in leads ([`B24Entity`]).
 //!
 //! Follows the official docs, github.com/bitrix24/b24restdocs (apidocs.bitrix24.com):
 //! - calls: `settings/how-to-call-rest-api/general-principles.md` (inbound webhook
@@ -23,6 +24,8 @@
 //! - `crm/timeline/comments/crm-timeline-comment-add.md` (lower-case `fields`), `user/user-get.md`
 //!   (`ACTIVE`, `USER_TYPE`), `crm/status/crm-status-list.md` (`DEAL_STAGE`, `DEAL_STAGE_<n>`),
 //!   `crm/universal/category/crm-category-list.md`, `crm/outdated/category-old/crm-deal-category-list.md`;
+//! - leads: `crm/leads/crm-lead-{get,update,list,fields}.md` (`STATUS_ID`, no funnels,
+//!   `CONTACT_ID`/`CONTACT_IDS`), `crm/status/crm-status-list.md` (`ENTITY_ID` `STATUS`);
 //! - errors: `_includes/system-errors.md`, `settings/oauth/index.md` (`expired_token`), and the
 //!   phrases the old methods answer ("Not found", "Company is not found").
 
@@ -44,7 +47,7 @@ use crate::adapters::crm::http::{Limiter, Retries, retry_after};
 use crate::adapters::crm::{Crm, CrmError, LeadFilter, merged};
 use crate::adapters::store::Store;
 use crate::config::BITRIX24_WEBHOOK_VAR;
-pub use crate::config::TodoVia;
+pub use crate::config::{B24Entity, TodoVia};
 use crate::domain::lead::{Company, Contact, FieldValue, Fields, Lead, LeadUpdate};
 use crate::domain::manager::Manager;
 use crate::domain::rate::Rate;
@@ -63,6 +66,7 @@ const BATCH: usize = 50;
 /// drains at a known pace, so these are not failures and do not use up the retries.
 const LIMIT_HITS: u32 = 20;
 /// `ownerTypeId` / `OWNER_TYPE_ID` of the CRM's object types.
+const LEAD_TYPE: u64 = 1;
 const DEAL_TYPE: u64 = 2;
 const CONTACT_TYPE: u64 = 3;
 const COMPANY_TYPE: u64 = 4;
@@ -89,7 +93,11 @@ pub enum Access {
 #[derive(Debug)]
 enum Auth {
     Webhook(SecretString),
-    OAuth { endpoint: String, tokens: Tokens },
+    // Boxed: the token keeper is large and a webhook client has none.
+    OAuth {
+        endpoint: String,
+        tokens: Box<Tokens>,
+    },
 }
 
 /// One method's answer: `result`, and for lists `next` and `total`.
@@ -350,17 +358,43 @@ fn multifield(v: &Value, key: &str) -> Vec<String> {
         .collect()
 }
 
-fn owner_type(kind: EntityKind) -> u64 {
+/// `ownerTypeId` of the records the robot works as leads.
+fn lead_type(entity: B24Entity) -> u64 {
+    match entity {
+        B24Entity::Deal => DEAL_TYPE,
+        B24Entity::Lead => LEAD_TYPE,
+    }
+}
+
+/// The field of a lead's stage: deals have `STAGE_ID`, CRM leads `STATUS_ID`.
+fn stage_field(entity: B24Entity) -> &'static str {
+    match entity {
+        B24Entity::Deal => "STAGE_ID",
+        B24Entity::Lead => "STATUS_ID",
+    }
+}
+
+/// The old CRM method `op` of the robot's leads: `crm.deal.get`, `crm.lead.list`…
+fn method_of(entity: B24Entity, op: &str) -> String {
+    format!("crm.{}.{op}", entity.name())
+}
+
+fn owner_type(kind: EntityKind, entity: B24Entity) -> u64 {
     match kind {
-        EntityKind::Lead => DEAL_TYPE,
+        EntityKind::Lead => lead_type(entity),
         EntityKind::Contact => CONTACT_TYPE,
         EntityKind::Company => COMPANY_TYPE,
     }
 }
 
-fn entity_of_owner(type_id: Option<u64>, id: Option<String>) -> Option<EntityRef> {
+fn entity_of_owner(
+    type_id: Option<u64>,
+    id: Option<String>,
+    entity: B24Entity,
+) -> Option<EntityRef> {
     let kind = match type_id? {
-        DEAL_TYPE => EntityKind::Lead,
+        // Only the configured kind: a CRM lead's to-do on a deal portal is not the robot's.
+        t if t == lead_type(entity) => EntityKind::Lead,
         CONTACT_TYPE => EntityKind::Contact,
         COMPANY_TYPE => EntityKind::Company,
         _ => return None,
@@ -369,28 +403,36 @@ fn entity_of_owner(type_id: Option<u64>, id: Option<String>) -> Option<EntityRef
 }
 
 /// `ENTITY_TYPE` of `crm.timeline.comment.add`.
-fn timeline_type(kind: EntityKind) -> &'static str {
+fn timeline_type(kind: EntityKind, entity: B24Entity) -> &'static str {
     match kind {
-        EntityKind::Lead => "deal",
+        EntityKind::Lead => entity.name(),
         EntityKind::Contact => "contact",
         EntityKind::Company => "company",
     }
 }
 
+/// The prefix of a lead's task binding: `D_` a deal, `L_` a CRM lead.
+fn lead_prefix(entity: B24Entity) -> &'static str {
+    match entity {
+        B24Entity::Deal => "D",
+        B24Entity::Lead => "L",
+    }
+}
+
 /// A task's CRM binding, `D_1001`, as `UF_CRM_TASK` holds it.
-fn task_binding(entity: &EntityRef) -> String {
-    let prefix = match entity.kind {
-        EntityKind::Lead => "D",
+fn task_binding(record: &EntityRef, entity: B24Entity) -> String {
+    let prefix = match record.kind {
+        EntityKind::Lead => lead_prefix(entity),
         EntityKind::Contact => "C",
         EntityKind::Company => "CO",
     };
-    format!("{prefix}_{}", entity.id)
+    format!("{prefix}_{}", record.id)
 }
 
-fn entity_of_binding(binding: &str) -> Option<EntityRef> {
+fn entity_of_binding(binding: &str, entity: B24Entity) -> Option<EntityRef> {
     let (prefix, id) = binding.split_once('_')?;
     let kind = match prefix {
-        "D" => EntityKind::Lead,
+        p if p == lead_prefix(entity) => EntityKind::Lead,
         "C" => EntityKind::Contact,
         "CO" => EntityKind::Company,
         _ => return None,
@@ -622,6 +664,7 @@ pub struct Bitrix24 {
     retries: Retries,
     mapping: FieldMapping,
     todo_via: TodoVia,
+    entity: B24Entity,
     resolved: OnceCell<Resolved>,
 }
 
@@ -663,6 +706,7 @@ impl Bitrix24 {
                     &portal,
                 );
                 let endpoint = with_slash(&client_endpoint);
+                let tokens = Box::new(tokens);
                 (Auth::OAuth { endpoint, tokens }, portal)
             }
         };
@@ -681,8 +725,15 @@ impl Bitrix24 {
             retries: Retries::default(),
             mapping,
             todo_via,
+            entity: B24Entity::Deal,
             resolved: OnceCell::new(),
         }
+    }
+
+    /// Works with `entity` as the robot's leads (deals unless told otherwise).
+    pub fn with_entity(mut self, entity: B24Entity) -> Bitrix24 {
+        self.entity = entity;
+        self
     }
 
     /// Retries with other waits (tests make them short).
@@ -956,11 +1007,11 @@ impl Bitrix24 {
             .await
     }
 
-    /// Reads `crm.deal.fields`, `crm.contact.fields` and `crm.company.fields` (those mapped) in
-    /// one batch and resolves the mapping against them.
+    /// Reads `crm.deal.fields` (`crm.lead.fields` for leads), `crm.contact.fields` and
+    /// `crm.company.fields` (those mapped) in one batch and resolves the mapping against them.
     async fn resolve_fields(&self) -> Result<(Resolved, Vec<String>), CrmError> {
         let kinds = [
-            ("deal", &self.mapping.leads),
+            (self.entity.name(), &self.mapping.leads),
             ("contact", &self.mapping.contacts),
             ("company", &self.mapping.companies),
         ];
@@ -1011,7 +1062,7 @@ impl Bitrix24 {
         Ok(self.resolve_fields().await?.1)
     }
 
-    fn read_deal(v: &Value, schema: &Schema) -> Option<Lead> {
+    fn read_deal(v: &Value, schema: &Schema, entity: B24Entity) -> Option<Lead> {
         let fields = schema.read(v);
         let tags = match fields.get("tags") {
             Some(FieldValue::Many(items)) => items.clone(),
@@ -1028,7 +1079,8 @@ impl Bitrix24 {
             id: id_of(v.get("ID")?)?,
             name: text(v, "TITLE"),
             budget: v.get("OPPORTUNITY").and_then(number).filter(|n| *n > 0.0),
-            status_id: text(v, "STAGE_ID"),
+            status_id: text(v, stage_field(entity)),
+            // CRM leads have no `CATEGORY_ID`: their one pipeline is "0".
             pipeline_id: v
                 .get("CATEGORY_ID")
                 .and_then(id_of)
@@ -1083,7 +1135,7 @@ impl Bitrix24 {
     async fn comment(&self, kind: EntityKind, id: &str, text: &str) -> Result<(), CrmError> {
         // Lower-case `fields`: the only spelling the method takes since crm 23.100.0.
         let params = json!({"fields": {
-            "ENTITY_TYPE": timeline_type(kind),
+            "ENTITY_TYPE": timeline_type(kind, self.entity),
             "ENTITY_ID": numeric(id),
             "COMMENT": text,
         }});
@@ -1128,6 +1180,7 @@ impl Bitrix24 {
                     .and_then(number)
                     .map(|n| n as u64),
                 real_id(activity.get("OWNER_ID")),
+                self.entity,
             )
         {
             let subject = text(&activity, "SUBJECT");
@@ -1234,7 +1287,7 @@ fn account_fields(described: &Value) -> (Vec<AccountField>, BTreeMap<String, Fie
 /// The error of a batch update from the deals that failed, each named: a refused credential
 /// first (a person must act), then a passing failure (the whole burst is retried: its updates
 /// set values, so running them again is harmless), else the refusals.
-fn refusal(failed: Vec<(String, CrmError)>, total: usize) -> Result<(), CrmError> {
+fn refusal(failed: Vec<(String, CrmError)>, total: usize, what: &str) -> Result<(), CrmError> {
     if failed.is_empty() {
         return Ok(());
     }
@@ -1257,7 +1310,7 @@ fn refusal(failed: Vec<(String, CrmError)>, total: usize) -> Result<(), CrmError
             }
             CrmError::Rejected(why) | CrmError::Unexpected(why) => why.clone(),
         };
-        lines.push(format!("deal {id}: {why}"));
+        lines.push(format!("{what} {id}: {why}"));
     }
     if let Some(why) = unauthorized {
         return Err(CrmError::Unauthorized(why));
@@ -1270,7 +1323,7 @@ fn refusal(failed: Vec<(String, CrmError)>, total: usize) -> Result<(), CrmError
         }
     }
     let text = format!(
-        "{} of {total} deals not updated ({}): {}",
+        "{} of {total} {what}s not updated ({}): {}",
         ids.len(),
         ids.join(", "),
         lines.join("; ")
@@ -1312,6 +1365,7 @@ fn deal_change(
     update: &LeadUpdate,
     schema: &Schema,
     current: Option<&Value>,
+    entity: B24Entity,
 ) -> Result<DealChange, CrmError> {
     let mut fields = Map::new();
     if let Some(v) = &update.responsible_user_id {
@@ -1320,7 +1374,7 @@ fn deal_change(
     if let Some(v) = update.budget {
         fields.insert("OPPORTUNITY".into(), json!(v));
     }
-    fields.extend(schema.write(&update.fields, "deal")?);
+    fields.extend(schema.write(&update.fields, entity.name())?);
     if let Some(reason) = &update.loss_reason_id {
         match schema.get("loss_reason") {
             // The reason's id is the list item's id, as `loss_reasons` gives it.
@@ -1367,7 +1421,17 @@ fn deal_change(
         }
     }
     let mut moved = None;
-    match (&update.pipeline_id, &update.status_id) {
+    // CRM leads have one pipeline, "0": there is nowhere to move them.
+    let pipeline = match (entity, &update.pipeline_id) {
+        (B24Entity::Lead, Some(p)) => {
+            if p != "0" {
+                tracing::warn!(pipeline = %p, "Bitrix24 leads have no funnels: the move is skipped");
+            }
+            None
+        }
+        (_, p) => p.as_ref(),
+    };
+    match (pipeline, &update.status_id) {
         (Some(pipeline), stage) => {
             let mut to = Map::new();
             to.insert("categoryId".into(), numeric(pipeline));
@@ -1377,7 +1441,7 @@ fn deal_change(
             moved = Some(to);
         }
         (None, Some(stage)) => {
-            fields.insert("STAGE_ID".into(), Value::from(stage.as_str()));
+            fields.insert(stage_field(entity).into(), Value::from(stage.as_str()));
         }
         (None, None) => {}
     }
@@ -1431,6 +1495,24 @@ fn command_of(method: &str, params: &Value) -> String {
     command(method, &refs)
 }
 
+/// A CRM lead's contacts from its own fields, the first as the main one: `CONTACT_IDS` where
+/// the portal gives it, else the single `CONTACT_ID` (the emulator has no
+/// `crm.lead.contact.items.get`, and the fields save a request).
+fn lead_contacts(lead: &Value) -> Vec<(String, bool)> {
+    let mut ids: Vec<String> = match lead.get("CONTACT_IDS") {
+        Some(Value::Array(items)) => items.iter().filter_map(|v| real_id(Some(v))).collect(),
+        _ => Vec::new(),
+    };
+    if ids.is_empty() {
+        ids.extend(real_id(lead.get("CONTACT_ID")));
+    }
+    ids.dedup();
+    ids.into_iter()
+        .enumerate()
+        .map(|(i, id)| (id, i == 0))
+        .collect()
+}
+
 fn rows(result: &Value) -> Vec<Value> {
     result.as_array().cloned().unwrap_or_default()
 }
@@ -1439,13 +1521,17 @@ fn rows(result: &Value) -> Vec<Value> {
 impl Crm for Bitrix24 {
     async fn lead(&self, id: &str) -> Result<Option<Lead>, CrmError> {
         let resolved = self.resolved().await?;
-        let first = vec![
-            ("deal".to_owned(), command("crm.deal.get", &[("id", id)])),
-            (
+        let mut first = vec![(
+            "deal".to_owned(),
+            command(&method_of(self.entity, "get"), &[("id", id)]),
+        )];
+        // A CRM lead names its contacts in its own fields (read below).
+        if self.entity == B24Entity::Deal {
+            first.push((
                 "links".to_owned(),
                 command("crm.deal.contact.items.get", &[("id", id)]),
-            ),
-        ];
+            ));
+        }
         let mut outcomes = self.batch(&first, true).await?;
         let Some(deal) = outcomes
             .remove("deal")
@@ -1455,26 +1541,30 @@ impl Crm for Bitrix24 {
         else {
             return Ok(None);
         };
-        let Some(mut lead) = Self::read_deal(&deal.result, &resolved.deals) else {
+        let Some(mut lead) = Self::read_deal(&deal.result, &resolved.deals, self.entity) else {
             return Err(CrmError::Unexpected(format!(
-                "deal {id} has no ID in Bitrix24's answer"
+                "{} {id} has no ID in Bitrix24's answer",
+                self.entity.name()
             )));
         };
-        let links: Vec<(String, bool)> = outcomes
-            .remove("links")
-            .map(Found::found)
-            .transpose()?
-            .flatten()
-            .map(|a| rows(&a.result))
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|l| {
-                Some((
-                    real_id(l.get("CONTACT_ID"))?,
-                    l.get("IS_PRIMARY").and_then(Value::as_str) == Some("Y"),
-                ))
-            })
-            .collect();
+        let links: Vec<(String, bool)> = match self.entity {
+            B24Entity::Deal => outcomes
+                .remove("links")
+                .map(Found::found)
+                .transpose()?
+                .flatten()
+                .map(|a| rows(&a.result))
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|l| {
+                    Some((
+                        real_id(l.get("CONTACT_ID"))?,
+                        l.get("IS_PRIMARY").and_then(Value::as_str) == Some("Y"),
+                    ))
+                })
+                .collect(),
+            B24Entity::Lead => lead_contacts(&deal.result),
+        };
         // The contacts and the company in one more request.
         let mut second: Vec<(String, String)> = links
             .iter()
@@ -1534,14 +1624,14 @@ impl Crm for Bitrix24 {
         };
         let current = match tags_field(update, schema) {
             Some(_) => Some(
-                self.request("crm.deal.get", &json!({"id": numeric(id)}))
+                self.request(&method_of(self.entity, "get"), &json!({"id": numeric(id)}))
                     .await
                     .required()?
                     .result,
             ),
             None => None,
         };
-        let change = deal_change(update, schema, current.as_ref())?;
+        let change = deal_change(update, schema, current.as_ref(), self.entity)?;
         if let Some(moved) = change.moved {
             self.request("crm.item.update", &move_params(id, moved))
                 .await
@@ -1550,7 +1640,7 @@ impl Crm for Bitrix24 {
         if change.fields.is_empty() {
             return Ok(());
         }
-        self.update("deal", id, change.fields).await
+        self.update(self.entity.name(), id, change.fields).await
     }
 
     async fn update_leads(&self, updates: &[(String, LeadUpdate)]) -> Result<(), CrmError> {
@@ -1565,11 +1655,15 @@ impl Crm for Bitrix24 {
             &none
         };
         let mut failed: Vec<(String, CrmError)> = Vec::new();
+        let (get, set) = (
+            method_of(self.entity, "get"),
+            method_of(self.entity, "update"),
+        );
         // The deals whose tags grow are read first, 50 to a batch: the field is replaced whole.
         let reads: Vec<(String, String)> = updates
             .iter()
             .filter(|(_, u)| tags_field(u, schema).is_some())
-            .map(|(id, _)| (format!("get{id}"), command("crm.deal.get", &[("id", id)])))
+            .map(|(id, _)| (format!("get{id}"), command(&get, &[("id", id)])))
             .collect();
         let mut current = if reads.is_empty() {
             BTreeMap::new()
@@ -1587,7 +1681,7 @@ impl Crm for Bitrix24 {
                 }
                 None => None,
             };
-            let change = match deal_change(update, schema, deal.as_ref()) {
+            let change = match deal_change(update, schema, deal.as_ref(), self.entity) {
                 Ok(change) => change,
                 Err(e) => {
                     failed.push((id.clone(), e));
@@ -1606,7 +1700,7 @@ impl Crm for Bitrix24 {
             if !change.fields.is_empty() {
                 let key = format!("deal{id}");
                 let params = json!({"id": numeric(id), "fields": change.fields});
-                commands.push((key.clone(), command_of("crm.deal.update", &params)));
+                commands.push((key.clone(), command_of(&set, &params)));
                 deal_of.insert(key, id);
             }
         }
@@ -1618,7 +1712,7 @@ impl Crm for Bitrix24 {
                 }
             }
         }
-        refusal(failed, updates.len())
+        refusal(failed, updates.len(), self.entity.name())
     }
 
     async fn leads(&self, filter: &LeadFilter) -> Result<Vec<Lead>, CrmError> {
@@ -1632,8 +1726,18 @@ impl Crm for Bitrix24 {
         add(">=DATE_CREATE", filter.created_from.map(|t| iso(t).into()));
         add("<DATE_CREATE", filter.created_to.map(|t| iso(t).into()));
         add(">=DATE_MODIFY", filter.updated_from.map(|t| iso(t).into()));
-        add("STAGE_ID", filter.status_id.as_deref().map(Value::from));
-        add("CATEGORY_ID", filter.pipeline_id.as_deref().map(numeric));
+        add(
+            stage_field(self.entity),
+            filter.status_id.as_deref().map(Value::from),
+        );
+        match self.entity {
+            B24Entity::Deal => add("CATEGORY_ID", filter.pipeline_id.as_deref().map(numeric)),
+            // The one pipeline of CRM leads is "0": any other holds none.
+            B24Entity::Lead if filter.pipeline_id.as_deref().is_some_and(|p| p != "0") => {
+                return Ok(Vec::new());
+            }
+            B24Entity::Lead => {}
+        }
         add(
             "ASSIGNED_BY_ID",
             filter.responsible_user_id.as_deref().map(numeric),
@@ -1643,10 +1747,12 @@ impl Crm for Bitrix24 {
             "select": ["*", "UF_*"],
             "order": {"ID": "ASC"},
         });
-        let items = self.list_all("crm.deal.list", params, rows).await?;
+        let items = self
+            .list_all(&method_of(self.entity, "list"), params, rows)
+            .await?;
         Ok(items
             .iter()
-            .filter_map(|v| Self::read_deal(v, &resolved.deals))
+            .filter_map(|v| Self::read_deal(v, &resolved.deals, self.entity))
             .collect())
     }
 
@@ -1654,7 +1760,7 @@ impl Crm for Bitrix24 {
         let answer = match self.todo_via {
             TodoVia::Activity => {
                 let params = json!({
-                    "ownerTypeId": owner_type(task.entity.kind),
+                    "ownerTypeId": owner_type(task.entity.kind, self.entity),
                     "ownerId": numeric(&task.entity.id),
                     "deadline": iso(task.deadline),
                     "title": title_of(&task.text),
@@ -1674,7 +1780,7 @@ impl Crm for Bitrix24 {
                     "DESCRIPTION": task.text,
                     "DEADLINE": iso(task.deadline),
                     "RESPONSIBLE_ID": numeric(&task.responsible_user_id),
-                    "UF_CRM_TASK": [task_binding(&task.entity)],
+                    "UF_CRM_TASK": [task_binding(&task.entity, self.entity)],
                 }});
                 let result = self
                     .request("tasks.task.add", &params)
@@ -1728,6 +1834,7 @@ impl Crm for Bitrix24 {
                             entity: entity_of_owner(
                                 a.get("OWNER_TYPE_ID").and_then(number).map(|n| n as u64),
                                 real_id(a.get("OWNER_ID")),
+                                self.entity,
                             ),
                             completed: false,
                         })
@@ -1767,7 +1874,7 @@ impl Crm for Bitrix24 {
                                 .into_iter()
                                 .flatten()
                                 .filter_map(Value::as_str)
-                                .find_map(entity_of_binding),
+                                .find_map(|b| entity_of_binding(b, self.entity)),
                             completed: false,
                         })
                     })
@@ -1843,17 +1950,30 @@ impl Crm for Bitrix24 {
     }
 
     async fn stages(&self) -> Result<Vec<Stage>, CrmError> {
-        let funnels = self.funnels().await?;
         // Each funnel's stages are a directory of their own (`DEAL_STAGE`, `DEAL_STAGE_<n>`);
         // one batch reads them all. The whole `crm.status.list` would be pages of sources,
-        // types and industries too.
-        let entities: Vec<String> = funnels
-            .iter()
-            .map(|f| match f.id.as_str() {
-                "0" => "DEAL_STAGE".to_owned(),
-                n => format!("DEAL_STAGE_{n}"),
-            })
-            .collect();
+        // types and industries too. CRM leads have one pipeline, the `STATUS` directory.
+        let (funnels, entities): (Vec<Named>, Vec<String>) = match self.entity {
+            B24Entity::Deal => self
+                .funnels()
+                .await?
+                .into_iter()
+                .map(|f| {
+                    let entity = match f.id.as_str() {
+                        "0" => "DEAL_STAGE".to_owned(),
+                        n => format!("DEAL_STAGE_{n}"),
+                    };
+                    (f, entity)
+                })
+                .unzip(),
+            B24Entity::Lead => (
+                vec![Named {
+                    id: "0".into(),
+                    name: "Лиды".into(),
+                }],
+                vec!["STATUS".into()],
+            ),
+        };
         let commands: Vec<(String, String)> = entities
             .iter()
             .map(|entity| {
@@ -2013,6 +2133,14 @@ mod tests {
             host_of("https://robot.bitrix24.ru/rest/1/abc/"),
             "robot.bitrix24.ru"
         );
-        assert_eq!(entity_of_binding("D_1001"), Some(EntityRef::lead("1001")));
+        assert_eq!(
+            entity_of_binding("D_1001", B24Entity::Deal),
+            Some(EntityRef::lead("1001"))
+        );
+        assert_eq!(
+            entity_of_binding("L_501", B24Entity::Lead),
+            Some(EntityRef::lead("501"))
+        );
+        assert_eq!(entity_of_binding("D_1001", B24Entity::Lead), None);
     }
 }
