@@ -397,3 +397,50 @@ async fn a_5xx_is_retried_and_a_revoked_integration_is_a_clear_error() {
         other => panic!("expected Unauthorized, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_storm_is_waited_out_without_getting_the_account_blocked() {
+    let amo = AmoEmulator::start().await;
+    let id = amo.seed_lead(NewLead::new("Заявка")).to_string();
+    // The account allows less than the robot thinks (another integration shares it): 429s come.
+    amo.set_rate_limit(3);
+    let token = SecretString::from(amo.long_lived_token());
+    let crm = Arc::new(
+        AmoCrm::new(
+            amo.base_url(),
+            Credentials::LongLived(token),
+            store(false).await,
+            mapping(),
+        )
+        .with_retries(Retries {
+            attempts: 8,
+            base: Duration::from_millis(300),
+            max: Duration::from_secs(2),
+        }),
+    );
+    let calls: Vec<_> = (0..12)
+        .map(|i| {
+            let (crm, id) = (crm.clone(), id.clone());
+            tokio::spawn(async move {
+                crm.update_lead(
+                    &id,
+                    &LeadUpdate {
+                        budget: Some(f64::from(i)),
+                        ..LeadUpdate::default()
+                    },
+                )
+                .await
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await
+            .unwrap()
+            .expect("every update goes through in the end");
+    }
+    assert!(amo.too_many_requests() > 0, "the storm happened");
+    assert!(
+        !amo.blocked(),
+        "backing off kept the account from the 403 block"
+    );
+}
