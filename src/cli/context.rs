@@ -239,46 +239,54 @@ impl Context {
                 let Some(b24) = &self.config.bitrix24 else {
                     return Ok(Err("there is no [bitrix24] section in robot.toml".into()));
                 };
-                let Some(webhook) = &self.secrets.bitrix24_webhook else {
+                let (access, how) = if let Some(webhook) = &self.secrets.bitrix24_webhook {
+                    let url = webhook.expose_secret();
+                    let host = url
+                        .split("://")
+                        .nth(1)
+                        .and_then(|rest| rest.split('/').next())
+                        .unwrap_or_default();
+                    if !url.starts_with("http://") && !url.starts_with("https://") {
+                        anyhow::bail!(
+                            "{} is not a URL (it should look like https://portal/rest/1/…/)",
+                            config::BITRIX24_WEBHOOK_VAR
+                        );
+                    }
+                    if !host.eq_ignore_ascii_case(&b24.domain) {
+                        tracing::warn!(webhook_host = %host, domain = %b24.domain, "the Bitrix24 webhook is on another host than bitrix24.domain");
+                    }
+                    (Access::Webhook(webhook.clone()), "inbound webhook")
+                } else if let (Some(client_id), Some(secret)) =
+                    (&b24.client_id, &self.secrets.bitrix24_client_secret)
+                {
+                    let access = Access::OAuth {
+                        client_endpoint: b24.client_endpoint(),
+                        token_url: b24.token_url.trim().to_owned(),
+                        client_id: client_id.trim().to_owned(),
+                        client_secret: secret.clone(),
+                    };
+                    (access, "OAuth application")
+                } else {
                     return Ok(Err(format!(
-                        "set {} (the portal's inbound webhook URL, https://portal/rest/1/…/)",
-                        config::BITRIX24_WEBHOOK_VAR
+                        "set {} (the portal's inbound webhook URL, https://portal/rest/1/…/), \
+                         or bitrix24.client_id and {} (a local application)",
+                        config::BITRIX24_WEBHOOK_VAR,
+                        config::BITRIX24_CLIENT_SECRET_VAR
                     )));
                 };
-                let url = webhook.expose_secret();
-                let host = url
-                    .split("://")
-                    .nth(1)
-                    .and_then(|rest| rest.split('/').next())
-                    .unwrap_or_default();
-                if !url.starts_with("http://") && !url.starts_with("https://") {
-                    anyhow::bail!(
-                        "{} is not a URL (it should look like https://portal/rest/1/…/)",
-                        config::BITRIX24_WEBHOOK_VAR
-                    );
-                }
-                if !host.eq_ignore_ascii_case(&b24.domain) {
-                    tracing::warn!(webhook_host = %host, domain = %b24.domain, "the Bitrix24 webhook is on another host than bitrix24.domain");
-                }
                 let rate = Rate {
                     per_second: b24.rate_per_second,
                     burst: b24.burst,
                 };
                 let client = Arc::new(
-                    Bitrix24::new(
-                        Access::Webhook(webhook.clone()),
-                        store.clone(),
-                        rate,
-                        fields,
-                        b24.todo_via,
-                    )
-                    .with_entity(b24.entity),
+                    Bitrix24::new(access, store.clone(), rate, fields, b24.todo_via)
+                        .with_entity(b24.entity),
                 );
                 Ok(Ok(ConnectedCrm {
                     crm: client.clone(),
                     source: Source::Bitrix24,
                     lead_entity: b24.entity.name(),
-                    description: format!("Bitrix24 {} (inbound webhook)", b24.domain),
+                    description: format!("Bitrix24 {} ({how})", b24.domain),
                     client: Client::Bitrix24(client),
                 }))
             }

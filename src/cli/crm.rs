@@ -1,11 +1,13 @@
-//! `sales-robot crm lead ID | crm check` and `sales-robot auth amocrm --code CODE`: what
-//! support staff use to see the CRM as the robot sees it, and to connect it.
+//! `sales-robot crm lead ID | crm check`, `sales-robot auth amocrm --code CODE` and
+//! `sales-robot auth bitrix24 --access-token A --refresh-token R`: what support staff use to
+//! see the CRM as the robot sees it, and to connect it.
 
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow, bail};
 
 use crate::cli::context::{self, ConnectedCrm};
+use crate::config::CrmKind;
 
 /// What to look at in the CRM.
 #[derive(Debug, clap::Subcommand)]
@@ -29,6 +31,16 @@ pub enum AuthAction {
         /// The code from the integration's redirect.
         #[arg(long)]
         code: String,
+    },
+    /// Keep the token pair a Bitrix24 portal gave the local application when it was installed
+    /// (the install event or the install page); the robot refreshes it from then on.
+    Bitrix24 {
+        /// The `access_token` (`AUTH_ID` on the install page).
+        #[arg(long)]
+        access_token: String,
+        /// The `refresh_token` (`REFRESH_ID` on the install page).
+        #[arg(long)]
+        refresh_token: String,
     },
 }
 
@@ -89,6 +101,44 @@ pub async fn auth(config_dir: &Path, action: AuthAction) -> anyhow::Result<()> {
             };
             amo.tokens().exchange_code(&code).await?;
             println!("amoCRM tokens are kept in the store; the robot refreshes them from now on");
+        }
+        AuthAction::Bitrix24 {
+            access_token,
+            refresh_token,
+        } => {
+            if access_token.trim().is_empty() || refresh_token.trim().is_empty() {
+                bail!("both tokens are needed, and neither may be empty");
+            }
+            let ctx = context::load(config_dir)?;
+            let kind = ctx.config.crm.kind;
+            if kind != CrmKind::Bitrix24 {
+                bail!(
+                    "crm.kind is `{kind}`: `auth bitrix24` connects a Bitrix24 local application \
+                     (set crm.kind = \"bitrix24\")"
+                );
+            }
+            let store = ctx.open_store().await?;
+            let connected = ctx
+                .crm(&store)?
+                .map_err(|why| anyhow!("the CRM is not connected: {why}"))?;
+            let context::Client::Bitrix24(b24) = connected.client else {
+                bail!("crm.kind is not bitrix24");
+            };
+            let Some(tokens) = b24.tokens() else {
+                bail!(
+                    "{} connects through the inbound webhook, which needs no tokens: unset {} \
+                     to use the local application (bitrix24.client_id and {})",
+                    connected.description,
+                    crate::config::BITRIX24_WEBHOOK_VAR,
+                    crate::config::BITRIX24_CLIENT_SECRET_VAR
+                );
+            };
+            // The tokens are never echoed: whoever reads the terminal or the log must not get
+            // the portal's keys.
+            tokens
+                .set(access_token.trim(), refresh_token.trim())
+                .await?;
+            println!("Bitrix24 tokens are kept in the store; the robot refreshes them from now on");
         }
     }
     Ok(())

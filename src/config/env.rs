@@ -24,6 +24,8 @@ pub const AMOCRM_TOKEN_VAR: &str = "ROBOT_AMOCRM_TOKEN";
 pub const AMOCRM_CLIENT_SECRET_VAR: &str = "ROBOT_AMOCRM_CLIENT_SECRET";
 /// Bitrix24's inbound webhook URL, `https://portal/rest/1/abc…/`: the token is part of it.
 pub const BITRIX24_WEBHOOK_VAR: &str = "ROBOT_BITRIX24_WEBHOOK";
+/// The secret of the Bitrix24 local application named by `client_id`.
+pub const BITRIX24_CLIENT_SECRET_VAR: &str = "ROBOT_BITRIX24_CLIENT_SECRET";
 /// The directory that holds the rule files.
 pub const CONFIG_DIR_VAR: &str = "ROBOT_CONFIG_DIR";
 
@@ -42,6 +44,7 @@ const RESERVED: &[&str] = &[
     AMOCRM_TOKEN_VAR,
     AMOCRM_CLIENT_SECRET_VAR,
     BITRIX24_WEBHOOK_VAR,
+    BITRIX24_CLIENT_SECRET_VAR,
     CONFIG_DIR_VAR,
 ];
 
@@ -108,6 +111,8 @@ pub struct Secrets {
     /// `ROBOT_BITRIX24_WEBHOOK`: the inbound webhook URL Bitrix24's REST API is called at;
     /// a secret because the token is part of the URL.
     pub bitrix24_webhook: Option<SecretString>,
+    /// `ROBOT_BITRIX24_CLIENT_SECRET`: the Bitrix24 local application's `client_secret`.
+    pub bitrix24_client_secret: Option<SecretString>,
 }
 
 impl Secrets {
@@ -127,6 +132,7 @@ impl Secrets {
             amocrm_token: read(AMOCRM_TOKEN_VAR),
             amocrm_client_secret: read(AMOCRM_CLIENT_SECRET_VAR),
             bitrix24_webhook: read(BITRIX24_WEBHOOK_VAR),
+            bitrix24_client_secret: read(BITRIX24_CLIENT_SECRET_VAR),
         }
     }
 }

@@ -38,8 +38,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 pub use duration::{Span, SpanError};
 pub use env::{
     ALIASES, AMOCRM_CLIENT_SECRET_VAR, AMOCRM_TOKEN_VAR, BITRIX24_APP_TOKEN_VAR,
-    BITRIX24_WEBHOOK_VAR, CONFIG_DIR_VAR, Env, HOOK_SECRET_VAR, PREFIX, PRESENCE_TOKEN_VAR,
-    Secrets,
+    BITRIX24_CLIENT_SECRET_VAR, BITRIX24_WEBHOOK_VAR, CONFIG_DIR_VAR, Env, HOOK_SECRET_VAR, PREFIX,
+    PRESENCE_TOKEN_VAR, Secrets,
 };
 pub use problem::{ConfigErrors, Problem, Severity};
 pub use robot::{

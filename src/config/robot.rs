@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::Places;
 use super::duration::Span;
-use super::env::AMOCRM_TOKEN_VAR;
+use super::env::{AMOCRM_TOKEN_VAR, BITRIX24_WEBHOOK_VAR};
 use super::problem::{Problem, Severity};
 
 /// Everything `robot.toml` says. Every key has a default, so an empty file is valid.
@@ -60,7 +60,11 @@ impl RobotConfig {
                 redirect_uri: Some("https://robot.example/oauth".into()),
                 ..AmocrmConfig::new("robotdemo")
             }),
-            bitrix24: Some(Bitrix24Config::new("robotdemo.bitrix24.ru")),
+            bitrix24: Some(Bitrix24Config {
+                client_id: Some("local.0123456789abcd.00000000".into()),
+                client_endpoint: Some("https://robotdemo.bitrix24.ru/rest/".into()),
+                ..Bitrix24Config::new("robotdemo.bitrix24.ru")
+            }),
             wazzup: WazzupConfig {
                 channel_ids: vec!["channel".into()],
             },
@@ -486,12 +490,25 @@ impl AmocrmConfig {
 }
 
 /// `[bitrix24]`: the Bitrix24 portal whose events are accepted and whose REST API the robot
-/// calls through the inbound webhook (a secret: see [`Secrets`](super::Secrets)).
+/// calls, through the inbound webhook or as a local application with OAuth (their secrets:
+/// see [`Secrets`](super::Secrets)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bitrix24Config {
     /// `robotdemo.bitrix24.ru`; checked against `auth[domain]`.
     pub domain: String,
+    /// The local application's id; with its secret it connects the robot by OAuth when no
+    /// inbound webhook is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The portal's REST address for the application when it is not
+    /// `https://{domain}/rest/` (a test double); read it through
+    /// [`Bitrix24Config::client_endpoint`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_endpoint: Option<String>,
+    /// Where the application's tokens are renewed.
+    #[serde(default = "Bitrix24Config::default_token_url")]
+    pub token_url: String,
     /// Requests a second the robot allows itself once the burst is spent.
     #[serde(default = "Bitrix24Config::default_rate")]
     pub rate_per_second: f64,
@@ -512,11 +529,16 @@ impl Bitrix24Config {
     pub const DEFAULT_RATE_PER_SECOND: f64 = 2.0;
     /// The size of that bucket.
     pub const DEFAULT_BURST: u32 = 50;
+    /// Bitrix24's authorization server, the same for every cloud portal.
+    pub const DEFAULT_TOKEN_URL: &str = "https://oauth.bitrix.info/oauth/token/";
 
     /// The portal `domain` with every other key at its default.
     pub fn new(domain: impl Into<String>) -> Self {
         Self {
             domain: domain.into(),
+            client_id: None,
+            client_endpoint: None,
+            token_url: Self::DEFAULT_TOKEN_URL.into(),
             rate_per_second: Self::DEFAULT_RATE_PER_SECOND,
             burst: Self::DEFAULT_BURST,
             todo_via: TodoVia::default(),
@@ -530,6 +552,19 @@ impl Bitrix24Config {
 
     fn default_burst() -> u32 {
         Self::DEFAULT_BURST
+    }
+
+    fn default_token_url() -> String {
+        Self::DEFAULT_TOKEN_URL.into()
+    }
+
+    /// The application's REST address: `client_endpoint` when set, otherwise
+    /// `https://{domain}/rest/`.
+    pub fn client_endpoint(&self) -> String {
+        match &self.client_endpoint {
+            Some(url) => url.trim().to_owned(),
+            None => format!("https://{}/rest/", self.domain.trim()),
+        }
     }
 }
 
@@ -905,6 +940,45 @@ pub(crate) fn validate(c: &RobotConfig, at: &dyn Places) -> Vec<Problem> {
         }
     }
     if let Some(b24) = &c.bitrix24 {
+        if b24
+            .client_id
+            .as_deref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            fail(
+                "bitrix24",
+                "client_id",
+                "is empty".into(),
+                Some(&format!(
+                    "write the application's id (client_id), or remove the line to use the \
+                     inbound webhook in {BITRIX24_WEBHOOK_VAR}"
+                )),
+            );
+        }
+        if let Some(url) = &b24.client_endpoint
+            && !is_web_address(url.trim())
+        {
+            fail(
+                "bitrix24",
+                "client_endpoint",
+                format!("`{url}` is not a web address"),
+                Some(
+                    "write it with https://, like \"https://robotdemo.bitrix24.ru/rest/\", or \
+                      remove the line to use the portal's own",
+                ),
+            );
+        }
+        if !is_web_address(b24.token_url.trim()) {
+            fail(
+                "bitrix24",
+                "token_url",
+                format!("`{}` is not a web address", b24.token_url),
+                Some(&format!(
+                    "write it with https://, or remove the line to use \"{}\"",
+                    Bitrix24Config::DEFAULT_TOKEN_URL
+                )),
+            );
+        }
         if !is_rate(b24.rate_per_second) {
             fail(
                 "bitrix24",

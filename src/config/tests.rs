@@ -456,6 +456,7 @@ fn secrets_come_from_the_environment_and_stay_hidden() {
             BITRIX24_WEBHOOK_VAR,
             "https://robotdemo.bitrix24.ru/rest/1/webhook-token-value/",
         ),
+        (BITRIX24_CLIENT_SECRET_VAR, "b24-client-secret-value"),
     ]);
     let secrets = Secrets::from_env(&env);
     assert_eq!(
@@ -478,6 +479,14 @@ fn secrets_come_from_the_environment_and_stay_hidden() {
         secrets.bitrix24_webhook.as_ref().unwrap().expose_secret(),
         "https://robotdemo.bitrix24.ru/rest/1/webhook-token-value/"
     );
+    assert_eq!(
+        secrets
+            .bitrix24_client_secret
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
+        "b24-client-secret-value"
+    );
     let shown = format!("{secrets:?}");
     for value in [
         "hook-secret-value",
@@ -486,6 +495,7 @@ fn secrets_come_from_the_environment_and_stay_hidden() {
         "amo-long-lived-value",
         "amo-client-secret-value",
         "webhook-token-value",
+        "b24-client-secret-value",
     ] {
         assert!(!shown.contains(value), "{shown}");
     }
@@ -497,6 +507,7 @@ fn secrets_come_from_the_environment_and_stay_hidden() {
         AMOCRM_TOKEN_VAR,
         AMOCRM_CLIENT_SECRET_VAR,
         BITRIX24_WEBHOOK_VAR,
+        BITRIX24_CLIENT_SECRET_VAR,
     ]
     .into_iter()
     .map(|var| (var, "x"))
@@ -731,4 +742,71 @@ fn the_bitrix24_entity_is_deals_unless_leads_are_asked_for() {
     );
     assert_eq!(p.line, Some(3));
     assert!(p.message.contains("`deal` or `lead`"), "{p}");
+}
+
+#[test]
+fn the_bitrix24_application_has_defaults_and_overrides() {
+    let b24 = load_str("[bitrix24]\ndomain = \"acme.bitrix24.ru\"\n", &[])
+        .unwrap()
+        .bitrix24
+        .unwrap();
+    assert_eq!(b24.client_id, None);
+    assert_eq!(b24.client_endpoint(), "https://acme.bitrix24.ru/rest/");
+    assert_eq!(b24.token_url, Bitrix24Config::DEFAULT_TOKEN_URL);
+
+    let text = "[bitrix24]\ndomain = \"acme.bitrix24.ru\"\nclient_id = \"local.abc.123\"\n\
+                client_endpoint = \"http://127.0.0.1:9000/rest/\"\n";
+    let b24 = load_str(text, &[]).unwrap().bitrix24.unwrap();
+    assert_eq!(b24.client_id.as_deref(), Some("local.abc.123"));
+    assert_eq!(b24.client_endpoint(), "http://127.0.0.1:9000/rest/");
+
+    let b24 = load_str(
+        text,
+        &[
+            ("ROBOT_BITRIX24_CLIENT_ID", "local.def.456"),
+            (
+                "ROBOT_BITRIX24_TOKEN_URL",
+                "http://127.0.0.1:9000/oauth/token/",
+            ),
+        ],
+    )
+    .unwrap()
+    .bitrix24
+    .unwrap();
+    assert_eq!(b24.client_id.as_deref(), Some("local.def.456"));
+    assert_eq!(b24.token_url, "http://127.0.0.1:9000/oauth/token/");
+}
+
+#[test]
+fn the_bitrix24_application_settings_are_checked() {
+    let p = only_problem(
+        "[bitrix24]\ndomain = \"a.bitrix24.ru\"\nclient_id = \" \"\n",
+        &[],
+    );
+    assert_eq!(p.line, Some(3));
+    assert!(p.message.starts_with("`client_id` in [bitrix24]: "), "{p}");
+    assert!(
+        p.hint.as_deref().unwrap().contains(BITRIX24_WEBHOOK_VAR),
+        "{p}"
+    );
+
+    let p = only_problem(
+        "[bitrix24]\ndomain = \"a.bitrix24.ru\"\nclient_endpoint = \"a.bitrix24.ru/rest/\"\n",
+        &[],
+    );
+    assert_eq!(p.line, Some(3));
+    assert!(p.message.contains("not a web address"), "{p}");
+
+    let p = only_problem(
+        "[bitrix24]\ndomain = \"a.bitrix24.ru\"\n",
+        &[("ROBOT_BITRIX24_TOKEN_URL", "oauth.bitrix.info/oauth/token/")],
+    );
+    assert!(p.message.contains("ROBOT_BITRIX24_TOKEN_URL"), "{p}");
+    assert!(
+        p.hint
+            .as_deref()
+            .unwrap()
+            .contains(Bitrix24Config::DEFAULT_TOKEN_URL),
+        "{p}"
+    );
 }

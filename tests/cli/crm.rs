@@ -170,3 +170,99 @@ async fn serve_names_the_mapped_fields_the_account_lacks_at_start() {
     let out = std::fs::read_to_string(log.with_extension("out")).unwrap();
     assert!(out.contains("CRM: amoCRM"), "{out}");
 }
+
+/// A robot on the Bitrix24 emulator as its local application, without tokens yet.
+fn robot_on_b24_application(b24: &crate::support::bitrix24::B24Emulator) -> Robot {
+    let (client_id, client_secret) = b24.oauth_client();
+    let mut robot = Robot::new(Backend::Sqlite);
+    robot.env.extend([
+        ("ROBOT_CRM_KIND".into(), "bitrix24".into()),
+        ("ROBOT_BITRIX24_CLIENT_ID".into(), client_id),
+        ("ROBOT_BITRIX24_CLIENT_SECRET".into(), client_secret),
+        ("ROBOT_BITRIX24_CLIENT_ENDPOINT".into(), b24.rest_url()),
+        ("ROBOT_BITRIX24_TOKEN_URL".into(), b24.oauth_token_url()),
+    ]);
+    robot
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_bitrix24_auth_keeps_the_install_tokens_and_the_robot_refreshes_them() {
+    use crate::support::bitrix24::B24Emulator;
+    let b24 = B24Emulator::start().await;
+    let deal = b24.seed_deal(json!({"TITLE": "Заявка с сайта", "OPPORTUNITY": "120000"}));
+    let (_, client_secret) = b24.oauth_client();
+    let robot = std::sync::Arc::new(robot_on_b24_application(&b24));
+    let (access, refresh) = b24.issue_oauth_tokens();
+    let r = robot.clone();
+    let (a, rt) = (access.clone(), refresh.clone());
+    let auth = tokio::task::spawn_blocking(move || {
+        r.run(&[
+            "auth",
+            "bitrix24",
+            "--access-token",
+            &a,
+            "--refresh-token",
+            &rt,
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(
+        auth.status.success(),
+        "{}",
+        String::from_utf8_lossy(&auth.stderr)
+    );
+    b24.expire_access_tokens();
+    let r = robot.clone();
+    let out = tokio::task::spawn_blocking(move || r.run(&["crm", "lead", &deal.to_string()]))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "the stored refresh token renews the access: {stdout}\n{stderr}"
+    );
+    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(printed["name"], "Заявка с сайта");
+    let logs = [&auth.stdout, &auth.stderr, &out.stdout, &out.stderr]
+        .iter()
+        .map(|bytes| String::from_utf8_lossy(bytes).to_string())
+        .collect::<String>();
+    for secret in [&access, &refresh, &client_secret] {
+        assert!(!logs.contains(secret.as_str()), "{secret} shows: {logs}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_bitrix24_refuses_a_robot_that_is_not_a_bitrix24_application() {
+    use crate::support::bitrix24::B24Emulator;
+    let b24 = B24Emulator::start().await;
+    let mut robot = Robot::new(Backend::Sqlite);
+    robot.env.push(("ROBOT_CRM_KIND".into(), "bitrix24".into()));
+    robot
+        .env
+        .push(("ROBOT_BITRIX24_WEBHOOK".into(), b24.webhook_url()));
+    let args = [
+        "auth",
+        "bitrix24",
+        "--access-token",
+        "a",
+        "--refresh-token",
+        "r",
+    ];
+    let out = tokio::task::spawn_blocking(move || robot.run(&args))
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(stderr.contains("inbound webhook"), "{stderr}");
+
+    let amo = Robot::new(Backend::Sqlite);
+    let out = tokio::task::spawn_blocking(move || amo.run(&args))
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(stderr.contains("crm.kind is `amocrm`"), "{stderr}");
+}
