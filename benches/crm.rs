@@ -5,6 +5,9 @@
 //! all, also with two clients (two replicas) drawing on one limit in Redis. A last line per
 //! CRM sends the same number of updates, to as many leads, through one `update_leads`.
 //!
+//! The "2 processes" lines start this binary twice more as children, each with its own
+//! client, sharing the limit in one Redis: two replicas as the robot runs them.
+//!
 //! `CRM_BENCH_UPDATES` sets the number of updates (500 by default); `CRM_BENCH_ONLY=amocrm` or
 //! `bitrix24` runs one half; `ROBOT_TEST_REDIS_URL` the Redis (127.0.0.1:6379 by default).
 
@@ -32,10 +35,14 @@ const B24_BURST: u32 = 50;
 const B24_DRAIN: f64 = 2.0;
 
 async fn redis_store(tag: &str) -> Store {
+    store_in(&format!("bench-crm-{tag}-{}", std::process::id())).await
+}
+
+async fn store_in(namespace: &str) -> Store {
     let url =
         std::env::var("ROBOT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let settings = StoreSettings {
-        namespace: format!("bench-crm-{tag}-{}", std::process::id()),
+        namespace: namespace.to_owned(),
         dedup_window: Duration::from_secs(3600),
         heartbeat: Duration::from_secs(10),
     };
@@ -227,8 +234,140 @@ async fn bitrix24_batch(updates: usize) {
     );
 }
 
+/// Two replicas as two OS processes: this bench binary started again as a child that pushes
+/// its share of the updates through its own client, on the same Redis limit.
+async fn in_processes(
+    crm: &str,
+    url: &str,
+    secret: &str,
+    leads: &[String],
+    updates: usize,
+) -> Duration {
+    let namespace = format!("bench-crm-{crm}-procs-{}", std::process::id());
+    let started = Instant::now();
+    let children: Vec<_> = (0..2)
+        .map(|part| {
+            std::process::Command::new(std::env::current_exe().expect("the bench binary"))
+                .env("CRM_BENCH_CHILD", crm)
+                .env("CRM_BENCH_URL", url)
+                .env("CRM_BENCH_SECRET", secret)
+                .env("CRM_BENCH_NAMESPACE", &namespace)
+                .env("CRM_BENCH_LEADS", leads.join(","))
+                .env("CRM_BENCH_UPDATES", updates.to_string())
+                .env("CRM_BENCH_PART", part.to_string())
+                .spawn()
+                .expect("a child process")
+        })
+        .collect();
+    for mut child in children {
+        assert!(
+            child.wait().expect("the child ends").success(),
+            "a child failed"
+        );
+    }
+    started.elapsed()
+}
+
+/// The child's side of [`in_processes`].
+async fn child(crm: &str) {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is set for a child"));
+    let store = store_in(&var("CRM_BENCH_NAMESPACE")).await;
+    let leads: Vec<String> = var("CRM_BENCH_LEADS")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let updates: usize = var("CRM_BENCH_UPDATES").parse().expect("a number");
+    let part: usize = var("CRM_BENCH_PART").parse().expect("0 or 1");
+    let secret = SecretString::from(var("CRM_BENCH_SECRET"));
+    let client: Arc<dyn Crm> = match crm {
+        "amocrm" => Arc::new(AmoCrm::new(
+            &var("CRM_BENCH_URL"),
+            Credentials::LongLived(secret),
+            store,
+            FieldMapping::default(),
+        )),
+        _ => Arc::new(Bitrix24::new(
+            Access::Webhook(secret),
+            store,
+            RATE,
+            FieldMapping::default(),
+            TodoVia::Activity,
+        )),
+    };
+    let mine: Vec<String> = (0..updates)
+        .filter(|i| i % 2 == part)
+        .map(|i| leads[i % leads.len()].clone())
+        .collect();
+    // Half the updates each, through the same shared limit.
+    push(&[client], &mine, mine.len()).await;
+}
+
+async fn amocrm_processes(updates: usize) {
+    let amo = AmoEmulator::start().await;
+    let leads: Vec<String> = (0..50)
+        .map(|i| {
+            amo.seed_lead(NewLead::new(&format!("Заявка {i}")))
+                .to_string()
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = amo.api_request_count();
+    let elapsed = in_processes(
+        "amocrm",
+        amo.base_url(),
+        &amo.long_lived_token(),
+        &leads,
+        updates,
+    )
+    .await;
+    let requests = amo.api_request_count() - before;
+    let floor = requests as f64 / 7.0;
+    println!(
+        "amoCRM   2 processes {updates:>5} updates {requests:>5} requests  {:>7.2} s  floor {floor:>7.2} s  ratio {:.3}  429s {}  blocked {}",
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() / floor,
+        amo.too_many_requests(),
+        amo.blocked()
+    );
+}
+
+async fn bitrix24_processes(updates: usize) {
+    let b24 = B24Emulator::start().await;
+    b24.set_bucket(B24_BURST, B24_DRAIN);
+    let leads: Vec<String> = (0..50)
+        .map(|i| {
+            b24.seed_deal(json!({"TITLE": format!("Заявка {i}")}))
+                .to_string()
+        })
+        .collect();
+    let before = (b24.request_count(), b24.query_limit_hits());
+    let elapsed = in_processes(
+        "bitrix24",
+        &b24.base_url(),
+        &b24.webhook_url(),
+        &leads,
+        updates,
+    )
+    .await;
+    let (requests, hits) = b24_counts(&b24, before);
+    let floor = requests.saturating_sub(B24_BURST as usize) as f64 / B24_DRAIN;
+    let ratio = if floor > 0.0 {
+        format!("{:.3}", elapsed.as_secs_f64() / floor)
+    } else {
+        "-".to_owned()
+    };
+    println!(
+        "Bitrix24 2 processes {updates:>5} updates {requests:>5} requests  {:>7.2} s  floor {floor:>7.2} s  ratio {ratio}  QUERY_LIMIT_EXCEEDED {hits}",
+        elapsed.as_secs_f64(),
+    );
+}
+
 #[tokio::main]
 async fn main() {
+    if let Ok(crm) = std::env::var("CRM_BENCH_CHILD") {
+        child(&crm).await;
+        return;
+    }
     let updates: usize = std::env::var("CRM_BENCH_UPDATES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -246,11 +385,13 @@ async fn main() {
     if amo {
         amocrm(updates, 1).await;
         amocrm(updates, 2).await;
+        amocrm_processes(updates).await;
         amocrm_batch(updates).await;
     }
     if b24 {
         bitrix24(updates, 1).await;
         bitrix24(updates, 2).await;
+        bitrix24_processes(updates).await;
         bitrix24_batch(updates).await;
     }
 }
