@@ -180,3 +180,46 @@ async fn a_bitrix24_lead_event_makes_the_worker_read_its_lead() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_integration_sends_the_event_to_the_dead_letters_not_away() {
+    let amo = AmoEmulator::start().await;
+    let lead = amo.seed_lead(NewLead::new("Заявка"));
+    let handler = crm_handler(&amo).await;
+    amo.revoke_all();
+    let app = spawn_app_with(Backend::Sqlite, handler, |s| {
+        s.retry = RetryPolicy {
+            max_attempts: 2,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(1),
+        };
+    })
+    .await;
+    assert_eq!(app.post_amocrm(status_body(lead)).await.status(), 200);
+    let store = app.store.clone();
+    crate::helpers::eventually(15, || {
+        let store = store.clone();
+        async move { !store.dead_letters().await.unwrap().is_empty() }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "the event waits in the dead letters; requests: {:?}",
+            amo.requests()
+                .iter()
+                .map(|r| (r.path.clone(), r.status))
+                .collect::<Vec<_>>()
+        )
+    });
+    let dead = app.store.dead_letters().await.unwrap();
+    assert!(
+        dead[0].error.contains("long-lived token"),
+        "a person can tell what to fix: {}",
+        dead[0].error
+    );
+    assert!(
+        dead[0].payload.contains(&lead.to_string()),
+        "the event itself is kept for `dead retry`"
+    );
+    app.stop().await;
+}
