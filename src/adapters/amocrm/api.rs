@@ -310,39 +310,18 @@ impl AmoCrm {
 
     async fn resolve_fields(&self) -> Result<(Resolved, Vec<String>), CrmError> {
         let mut missing = Vec::new();
-        let mut resolve =
-            |wanted: &BTreeMap<String, FieldRef>, account: Vec<AccountField>, what: &str| {
-                let (r, m) = ResolvedFields::resolve(wanted, &account);
-                missing.extend(m.into_iter().map(|m| format!("{what} {m}")));
-                r
-            };
-        let leads = if self.mapping.leads.is_empty() {
-            ResolvedFields::default()
-        } else {
-            resolve(
-                &self.mapping.leads,
-                self.account_fields("leads").await?,
-                "lead field",
-            )
+        let mut resolve = async |wanted: &BTreeMap<String, FieldRef>, entity: &str, what: &str| {
+            if wanted.is_empty() {
+                return Ok::<_, CrmError>(ResolvedFields::default());
+            }
+            let (resolved, absent) =
+                ResolvedFields::resolve(wanted, &self.account_fields(entity).await?);
+            missing.extend(absent.into_iter().map(|m| format!("{what} {m}")));
+            Ok(resolved)
         };
-        let contacts = if self.mapping.contacts.is_empty() {
-            ResolvedFields::default()
-        } else {
-            resolve(
-                &self.mapping.contacts,
-                self.account_fields("contacts").await?,
-                "contact field",
-            )
-        };
-        let companies = if self.mapping.companies.is_empty() {
-            ResolvedFields::default()
-        } else {
-            resolve(
-                &self.mapping.companies,
-                self.account_fields("companies").await?,
-                "company field",
-            )
-        };
+        let leads = resolve(&self.mapping.leads, "leads", "lead field").await?;
+        let contacts = resolve(&self.mapping.contacts, "contacts", "contact field").await?;
+        let companies = resolve(&self.mapping.companies, "companies", "company field").await?;
         Ok((
             Resolved {
                 leads,
