@@ -231,7 +231,7 @@ fn finish(source: Source, started: Instant, result: Result<Response, Refusal>) -
         Err(refusal) => {
             if !matches!(refusal, Refusal::StoreDown(_)) {
                 ::metrics::counter!(metrics::WEBHOOKS, "source" => source.as_str(), "outcome" => "rejected").increment(1);
-                tracing::info!(%source, reason = ?refusal_kind(&refusal), "webhook refused");
+                tracing::info!(%source, reason = %refusal.reason(), "webhook refused");
             }
             refusal.into_response()
         }
@@ -241,11 +241,21 @@ fn finish(source: Source, started: Instant, result: Result<Response, Refusal>) -
     response
 }
 
-fn refusal_kind(r: &Refusal) -> String {
-    match r {
-        Refusal::BadRequest(e) => e.to_string(),
-        Refusal::BadPresence(d) | Refusal::Forbidden(d) | Refusal::Unreadable(d) => d.clone(),
-        other => format!("{:?}", std::mem::discriminant(other)),
+impl Refusal {
+    /// Why, in words for the log (never the secret that was tried).
+    fn reason(&self) -> String {
+        match self {
+            Refusal::NotFound => {
+                "wrong secret, or the hook of a CRM that is not configured".to_owned()
+            }
+            Refusal::Unauthorized(what) => (*what).to_owned(),
+            Refusal::TooLarge(limit) => format!("body over {limit} bytes"),
+            Refusal::BadRequest(e) => e.to_string(),
+            Refusal::BadPresence(d)
+            | Refusal::Forbidden(d)
+            | Refusal::Unreadable(d)
+            | Refusal::StoreDown(d) => d.clone(),
+        }
     }
 }
 
