@@ -9,12 +9,13 @@ use sales_robot::adapters::amocrm::oauth::Credentials;
 use sales_robot::adapters::crm::fields::FieldRef;
 use sales_robot::adapters::crm::http::Retries;
 use sales_robot::adapters::crm::{Crm, CrmError, LeadFilter};
-use sales_robot::adapters::store::{Location, Store, StoreSettings};
+use sales_robot::adapters::store::Store;
 use sales_robot::domain::lead::{FieldValue, LeadUpdate};
 use sales_robot::domain::task::{EntityRef, NewTask, TaskKind};
 use secrecy::SecretString;
 use serde_json::json;
 
+use crate::helpers::{fast, store};
 use crate::support::amocrm::{self as emu, AmoEmulator, NewContact, NewLead};
 
 fn mapping() -> FieldMapping {
@@ -30,33 +31,6 @@ fn mapping() -> FieldMapping {
         ]),
         ..FieldMapping::default()
     }
-}
-
-fn fast() -> Retries {
-    Retries {
-        attempts: 5,
-        base: Duration::from_millis(50),
-        max: Duration::from_millis(400),
-    }
-}
-
-async fn store(redis: bool) -> Store {
-    use rand::Rng;
-    let location = if redis {
-        Location::Redis(
-            std::env::var("ROBOT_TEST_REDIS_URL")
-                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-        )
-    } else {
-        let dir = tempfile::tempdir().unwrap().keep();
-        Location::Sqlite(dir.join("robot.db"))
-    };
-    let settings = StoreSettings {
-        namespace: format!("crm-test-{:016x}", rand::rng().random::<u64>()),
-        dedup_window: Duration::from_secs(3600),
-        heartbeat: Duration::from_secs(2),
-    };
-    Store::open(&location, settings).await.unwrap()
 }
 
 async fn long_lived(emulator: &AmoEmulator) -> AmoCrm {

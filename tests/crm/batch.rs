@@ -1,19 +1,17 @@
 //! `update_leads`: many lead updates in few requests, in both adapters.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use sales_robot::adapters::amocrm::api::AmoCrm;
 use sales_robot::adapters::amocrm::oauth::Credentials;
 use sales_robot::adapters::bitrix24::api::{Access, Bitrix24, FieldMapping, RATE, TodoVia};
 use sales_robot::adapters::crm::fields::FieldRef;
-use sales_robot::adapters::crm::http::Retries;
 use sales_robot::adapters::crm::{Crm, CrmError, LeadFilter};
-use sales_robot::adapters::store::{Location, Store, StoreSettings};
 use sales_robot::domain::lead::{FieldValue, LeadUpdate};
 use secrecy::SecretString;
 use serde_json::json;
 
+use crate::helpers::{fast, store};
 use crate::support::amocrm::{self as amo_emu, AmoEmulator, NewLead};
 use crate::support::bitrix24::B24Emulator;
 
@@ -22,27 +20,6 @@ fn refs(pairs: &[(&str, &str)]) -> BTreeMap<String, FieldRef> {
         .iter()
         .map(|(ours, r)| ((*ours).to_owned(), FieldRef::parse(r)))
         .collect()
-}
-
-fn fast() -> Retries {
-    Retries {
-        attempts: 5,
-        base: Duration::from_millis(50),
-        max: Duration::from_millis(400),
-    }
-}
-
-async fn store() -> Store {
-    use rand::Rng;
-    let dir = tempfile::tempdir().unwrap().keep();
-    let settings = StoreSettings {
-        namespace: format!("batch-test-{:016x}", rand::rng().random::<u64>()),
-        dedup_window: Duration::from_secs(3600),
-        heartbeat: Duration::from_secs(2),
-    };
-    Store::open(&Location::Sqlite(dir.join("robot.db")), settings)
-        .await
-        .unwrap()
 }
 
 async fn amocrm(emu: &AmoEmulator) -> AmoCrm {
@@ -54,7 +31,7 @@ async fn amocrm(emu: &AmoEmulator) -> AmoCrm {
     AmoCrm::new(
         emu.base_url(),
         Credentials::LongLived(token),
-        store().await,
+        store(false).await,
         mapping,
     )
     .with_retries(fast())
@@ -68,7 +45,7 @@ async fn bitrix24(emu: &B24Emulator, extra: &[(&str, &str)]) -> Bitrix24 {
         ..FieldMapping::default()
     };
     let access = Access::Webhook(SecretString::from(emu.webhook_url()));
-    Bitrix24::new(access, store().await, RATE, mapping, TodoVia::Activity).with_retries(fast())
+    Bitrix24::new(access, store(false).await, RATE, mapping, TodoVia::Activity).with_retries(fast())
 }
 
 fn b24_methods(emu: &B24Emulator) -> Vec<String> {

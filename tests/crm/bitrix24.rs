@@ -9,14 +9,14 @@ use sales_robot::adapters::bitrix24::api::{
     Access, B24Entity, Bitrix24, FieldMapping, RATE, TodoVia,
 };
 use sales_robot::adapters::crm::fields::FieldRef;
-use sales_robot::adapters::crm::http::Retries;
 use sales_robot::adapters::crm::{Crm, CrmError, LeadFilter};
-use sales_robot::adapters::store::{Location, Store, StoreSettings};
+use sales_robot::adapters::store::Store;
 use sales_robot::domain::lead::{FieldValue, LeadUpdate};
 use sales_robot::domain::task::{EntityKind, EntityRef, NewTask, TaskKind};
 use secrecy::SecretString;
 use serde_json::json;
 
+use crate::helpers::{fast, store};
 use crate::support::bitrix24::{AuthKind, B24Emulator};
 
 /// Seeded by the emulator: contacts 201–203 (203 is Андрей Кузнецов), company 11.
@@ -41,33 +41,6 @@ fn mapping() -> FieldMapping {
         companies: refs(&[("inn", "ИНН")]),
         ..FieldMapping::default()
     }
-}
-
-fn fast() -> Retries {
-    Retries {
-        attempts: 5,
-        base: Duration::from_millis(50),
-        max: Duration::from_millis(400),
-    }
-}
-
-async fn store(redis: bool) -> Store {
-    use rand::Rng;
-    let location = if redis {
-        Location::Redis(
-            std::env::var("ROBOT_TEST_REDIS_URL")
-                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-        )
-    } else {
-        let dir = tempfile::tempdir().unwrap().keep();
-        Location::Sqlite(dir.join("robot.db"))
-    };
-    let settings = StoreSettings {
-        namespace: format!("b24-test-{:016x}", rand::rng().random::<u64>()),
-        dedup_window: Duration::from_secs(3600),
-        heartbeat: Duration::from_secs(2),
-    };
-    Store::open(&location, settings).await.unwrap()
 }
 
 fn webhook(emu: &B24Emulator, store: Store, todo_via: TodoVia) -> Bitrix24 {

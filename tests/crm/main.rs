@@ -4,6 +4,8 @@
 #[allow(dead_code)]
 mod support;
 
+mod helpers;
+
 mod amocrm;
 mod batch;
 mod bitrix24;
