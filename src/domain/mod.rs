@@ -2,8 +2,10 @@
 
 pub mod event;
 pub mod lead;
+pub mod ledger;
 pub mod manager;
 pub mod presence;
+pub mod priority;
 pub mod rate;
 pub mod retry;
 pub mod task;
