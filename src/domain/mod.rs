@@ -1,5 +1,6 @@
 //! The robot's decisions and the words they are made in. Pure: no I/O, no clock.
 
+pub mod condition;
 pub mod event;
 pub mod lead;
 pub mod ledger;
@@ -8,4 +9,5 @@ pub mod presence;
 pub mod priority;
 pub mod rate;
 pub mod retry;
+pub mod scoring;
 pub mod task;
