@@ -7,5 +7,6 @@ pub mod manager;
 pub mod presence;
 pub mod priority;
 pub mod rate;
+pub mod report;
 pub mod retry;
 pub mod task;
