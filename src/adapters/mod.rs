@@ -1,9 +1,12 @@
-//! The outside world: webhook formats of the CRMs and messengers, and the stores.
+//! The outside world: webhook formats of the CRMs and messengers, the stores, and the files
+//! a person hands the robot (the marketing spend).
 
 pub mod amocrm;
 pub mod bitrix24;
 pub mod crm;
+pub mod csv;
 pub mod form;
+pub mod spend;
 pub mod store;
 pub mod wazzup;
 pub mod webhook;

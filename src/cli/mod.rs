@@ -6,7 +6,9 @@ pub mod context;
 pub mod crm;
 pub mod dead;
 pub mod replay;
+pub mod report;
 pub mod serve;
+pub mod table;
 
 use std::path::PathBuf;
 
@@ -62,6 +64,13 @@ pub enum Command {
         #[command(subcommand)]
         action: crm::AuthAction,
     },
+    /// Reports over the score ledger: the forecast, the managers' plans, the channels.
+    /// Months are calendar months in UTC for now.
+    Report {
+        /// `forecast`, `plans` or `channels`.
+        #[command(subcommand)]
+        report: report::ReportKind,
+    },
     /// Measure the robot's speed.
     Bench {
         /// What to measure.
@@ -80,6 +89,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dead { action } => dead::run(&cli.config, action).await,
         Command::Crm { action } => crm::run(&cli.config, action).await,
         Command::Auth { action } => crm::auth(&cli.config, action).await,
+        Command::Report { report } => report::run(&cli.config, report).await,
         Command::Bench { what } => bench::run(what).await,
     }
 }

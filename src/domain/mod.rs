@@ -8,6 +8,7 @@ pub mod manager;
 pub mod presence;
 pub mod priority;
 pub mod rate;
+pub mod report;
 pub mod retry;
 pub mod scoring;
 pub mod task;

@@ -5,7 +5,9 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use sales_robot::adapters::store::{Enqueued, QueueItem};
 use sales_robot::domain::event::{Event, EventKind, Source};
+use sales_robot::domain::ledger::{LedgerRow, Outcome, Scored};
 use sales_robot::domain::presence::{Presence, PresenceState};
+use sales_robot::domain::priority::Priority;
 
 use crate::helpers::{Backend, fresh_store};
 use crate::on_both_backends;
@@ -228,3 +230,163 @@ async fn values_and_locks(backend: Backend) {
     let _ = again;
 }
 on_both_backends!(values_and_locks);
+
+fn scored(lead: &str, created_at: &str, forecast: f64) -> Scored {
+    let created_at = chrono::DateTime::parse_from_rfc3339(created_at)
+        .unwrap()
+        .with_timezone(&Utc);
+    Scored {
+        lead_id: lead.into(),
+        created_at,
+        scored_at: created_at + chrono::Duration::minutes(1),
+        manager_id: Some("8123456".into()),
+        channel: Some("whatsapp".into()),
+        source: Some("svarka.ru".into()),
+        budget: forecast * 5.0,
+        probability: 0.4,
+        expected_profit: forecast * 1.5,
+        forecast_profit: forecast,
+        priority: Priority::new(2).unwrap(),
+    }
+}
+
+fn outcome(lead: &str, won: bool, profit: f64) -> Outcome {
+    Outcome {
+        lead_id: lead.into(),
+        closed_at: Utc.with_ymd_and_hms(2026, 11, 20, 15, 30, 0).unwrap(),
+        won,
+        profit,
+    }
+}
+
+fn november() -> (chrono::DateTime<Utc>, chrono::DateTime<Utc>) {
+    (
+        Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
+        Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+    )
+}
+
+async fn scoring_a_lead_again_keeps_its_outcome(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(backend, dir.path()).await;
+    let (from, to) = november();
+    store
+        .record_score(&scored("501", "2026-11-10T09:00:00Z", 100_000.0))
+        .await
+        .unwrap();
+    store
+        .record_outcome(&outcome("501", true, 90_000.0))
+        .await
+        .unwrap();
+    let rescored = scored("501", "2026-11-10T09:00:00.123456Z", 120_000.0);
+    store.record_score(&rescored).await.unwrap();
+    let rows = store.ledger(from, to).await.unwrap();
+    assert_eq!(
+        rows,
+        [LedgerRow {
+            scored: rescored.clone(),
+            outcome: Some(outcome("501", true, 90_000.0)),
+        }],
+        "one row per lead: the new prediction, the outcome kept"
+    );
+    // A lead reopened and closed again has its last outcome.
+    store
+        .record_outcome(&outcome("501", false, 0.0))
+        .await
+        .unwrap();
+    let rows = store.ledger(from, to).await.unwrap();
+    assert_eq!(rows[0].outcome, Some(outcome("501", false, 0.0)));
+    assert_eq!(rows[0].scored, rescored);
+
+    // Scores and outcomes written at the same time by several workers: none is lost.
+    let writes = (0..20).flat_map(|i| {
+        let lead = format!("9{i:02}");
+        let (a, b) = (store.clone(), store.clone());
+        let (s, o) = (
+            scored(&lead, "2026-11-11T09:00:00Z", 1_000.0),
+            outcome(&lead, true, 900.0),
+        );
+        [
+            tokio::spawn(async move { a.record_score(&s).await.unwrap() }),
+            tokio::spawn(async move { b.record_outcome(&o).await.unwrap() }),
+        ]
+    });
+    for write in writes.collect::<Vec<_>>() {
+        write.await.unwrap();
+    }
+    let rows = store.ledger(from, to).await.unwrap();
+    assert_eq!(rows.len(), 21);
+    assert!(rows.iter().all(|r| r.outcome.is_some()), "{rows:?}");
+}
+on_both_backends!(scoring_a_lead_again_keeps_its_outcome);
+
+async fn an_outcome_before_the_score_waits_for_it(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(backend, dir.path()).await;
+    let (from, to) = november();
+    store
+        .record_outcome(&outcome("777", true, 50_000.0))
+        .await
+        .unwrap();
+    assert!(
+        store.ledger(from, to).await.unwrap().is_empty(),
+        "a lead never scored is in no month"
+    );
+    store
+        .record_score(&scored("777", "2026-11-02T10:00:00Z", 40_000.0))
+        .await
+        .unwrap();
+    let rows = store.ledger(from, to).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].scored.forecast_profit, 40_000.0);
+    assert_eq!(rows[0].outcome, Some(outcome("777", true, 50_000.0)));
+}
+on_both_backends!(an_outcome_before_the_score_waits_for_it);
+
+async fn the_ledger_reads_a_month_by_created_time(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(backend, dir.path()).await;
+    let (from, to) = november();
+    for (lead, at) in [
+        ("before", "2026-10-31T23:59:59.999999Z"),
+        ("last", "2026-11-30T23:59:59.999999Z"),
+        ("b", "2026-11-15T12:00:00Z"),
+        ("a", "2026-11-15T12:00:00Z"),
+        ("first", "2026-11-01T00:00:00Z"),
+        ("after", "2026-12-01T00:00:00Z"),
+        ("moved", "2026-11-20T08:00:00Z"),
+    ] {
+        store
+            .record_score(&scored(lead, at, 1_000.0))
+            .await
+            .unwrap();
+    }
+    // Scored again with another created time, a lead moves to that month.
+    store
+        .record_score(&scored("moved", "2026-12-02T08:00:00Z", 1_000.0))
+        .await
+        .unwrap();
+    let ids = |rows: Vec<LedgerRow>| {
+        rows.into_iter()
+            .map(|r| r.scored.lead_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(store.ledger(from, to).await.unwrap()),
+        ["first", "a", "b", "last"],
+        "[from, to): by created time, then by lead id"
+    );
+    let december = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+    assert_eq!(
+        ids(store.ledger(to, december).await.unwrap()),
+        ["after", "moved"]
+    );
+    assert!(store.ledger(to, to).await.unwrap().is_empty());
+    // The sweep forgets the journal, never the ledger.
+    store
+        .sweep(december + chrono::Duration::days(400), &[])
+        .await
+        .unwrap();
+    assert_eq!(store.ledger(from, to).await.unwrap().len(), 4);
+}
+on_both_backends!(the_ledger_reads_a_month_by_created_time);

@@ -1,5 +1,5 @@
 //! The binary as a person runs it: `serve` killed and restarted, stopped with SIGTERM,
-//! `replay`, `check-config`, `dead`.
+//! `replay`, `check-config`, `dead`, `report`.
 
 mod process;
 #[path = "../support/mod.rs"]
@@ -9,3 +9,4 @@ mod check_config;
 mod crash;
 mod crm;
 mod replay;
+mod report;

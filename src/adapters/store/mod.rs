@@ -1,6 +1,6 @@
 //! The robot's store: the durable queue (apalis on SQLite or Redis) and the little state the
-//! CRM cannot hold (handled events, presence, dead letters). One URL picks the backend;
-//! both behave the same, and one contract test suite runs against each.
+//! CRM cannot hold (handled events, presence, dead letters, the score ledger). One URL picks
+//! the backend; both behave the same, and one contract test suite runs against each.
 
 mod batch;
 mod redis;
@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::event::Event;
+use crate::domain::ledger::{LedgerRow, Outcome, Scored};
 use crate::domain::presence::Presence;
 use crate::domain::rate::Rate;
 
@@ -273,8 +274,32 @@ impl Store {
         each!(self, s => s.unlock(name, token).await)
     }
 
+    /// Records a lead's score in the ledger. Scoring a lead again replaces its prediction
+    /// (the created time included) and keeps the outcome already recorded.
+    pub async fn record_score(&self, scored: &Scored) -> Result<(), StoreError> {
+        each!(self, s => s.record_score(scored).await)
+    }
+
+    /// Records how a lead ended, replacing an outcome recorded before (a lead reopened and
+    /// closed again). A lead not scored yet keeps its outcome until it is: the CRM may close
+    /// a lead before the robot scores it, and the score then finds the outcome waiting.
+    pub async fn record_outcome(&self, outcome: &Outcome) -> Result<(), StoreError> {
+        each!(self, s => s.record_outcome(outcome).await)
+    }
+
+    /// The scored leads created in `[from, to)`, by created time and then lead id, each
+    /// with its outcome once known. Leads with an outcome but no score are not listed.
+    pub async fn ledger(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<LedgerRow>, StoreError> {
+        each!(self, s => s.ledger(from, to).await)
+    }
+
     /// Forgets what is older than the dedup window: handled events of the journal and the
     /// finished jobs of `queues` (and so their dedup keys). Returns how many records went.
+    /// The score ledger is never swept: forecasts are compared over months and years.
     pub async fn sweep(&self, now: DateTime<Utc>, queues: &[&str]) -> Result<u64, StoreError> {
         each!(self, s => s.sweep(now, queues).await)
     }

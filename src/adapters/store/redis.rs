@@ -12,6 +12,7 @@ use redis::{AsyncCommands, Script};
 use super::batch::{Batcher, Job, by_queue};
 use super::{DeadLetter, Enqueued, JournalEntry, StoreError, StoreSettings};
 use crate::domain::event::Event;
+use crate::domain::ledger::{LedgerRow, Outcome, Scored};
 use crate::domain::presence::Presence;
 use crate::domain::rate::Rate;
 
@@ -92,6 +93,18 @@ local keys = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 for _, k in ipairs(keys) do redis.call('HDEL', KEYS[1], k) end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 return #keys";
+
+/// The ledger's rows created in a range, read in one step so that a score or an outcome
+/// written meanwhile is seen whole or not at all: the score and the outcome of each lead in
+/// turn, the outcome `false` (nil) while there is none.
+const LEDGER: &str = r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '(' .. ARGV[2])
+local out = {}
+for _, id in ipairs(ids) do
+  out[#out + 1] = redis.call('HGET', KEYS[2], id)
+  out[#out + 1] = redis.call('HGET', KEYS[3], id)
+end
+return out";
 
 impl RedisStore {
     /// Connects. Timeouts are generous: redis-rs answers an error after 500 ms by default,
@@ -322,6 +335,72 @@ impl RedisStore {
             .invoke_async(&mut conn)
             .await?;
         Ok(())
+    }
+
+    // The ledger: the scores and the outcomes in two hashes by lead id, so that scoring a
+    // lead again can never touch its outcome, and the scored leads in a sorted set by their
+    // created time in microseconds (exact in a double until the year 2255). None expires.
+
+    pub(super) async fn record_score(&self, scored: &Scored) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: () = redis::pipe()
+            .atomic()
+            .hset(
+                self.key("ledger:scored"),
+                &scored.lead_id,
+                serde_json::to_string(scored)?,
+            )
+            .ignore()
+            .zadd(
+                self.key("ledger:created"),
+                &scored.lead_id,
+                scored.created_at.timestamp_micros(),
+            )
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn record_outcome(&self, outcome: &Outcome) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: () = conn
+            .hset(
+                self.key("ledger:outcome"),
+                &outcome.lead_id,
+                serde_json::to_string(outcome)?,
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn ledger(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<LedgerRow>, StoreError> {
+        let mut conn = self.conn.clone();
+        let found: Vec<Option<String>> = Script::new(LEDGER)
+            .key(self.key("ledger:created"))
+            .key(self.key("ledger:scored"))
+            .key(self.key("ledger:outcome"))
+            .arg(from.timestamp_micros())
+            .arg(to.timestamp_micros())
+            .invoke_async(&mut conn)
+            .await?;
+        let mut rows = Vec::with_capacity(found.len() / 2);
+        for pair in found.chunks(2) {
+            // Written together with its place in the sorted set, a score is always there.
+            let Some(scored) = &pair[0] else { continue };
+            rows.push(LedgerRow {
+                scored: serde_json::from_str(scored)?,
+                outcome: match pair.get(1).and_then(Option::as_ref) {
+                    Some(o) => Some(serde_json::from_str(o)?),
+                    None => None,
+                },
+            });
+        }
+        Ok(rows)
     }
 
     pub(super) async fn sweep(

@@ -16,6 +16,7 @@ use sqlx::{Row, SqlitePool};
 use super::batch::{Batcher, Job, by_queue};
 use super::{DeadLetter, Enqueued, JournalEntry, StoreError, StoreSettings};
 use crate::domain::event::Event;
+use crate::domain::ledger::{LedgerRow, Outcome, Scored};
 use crate::domain::presence::Presence;
 use crate::domain::rate::{Admission, Rate, admit};
 
@@ -50,6 +51,14 @@ const SCHEMA: &[&str] = &[
         error TEXT NOT NULL,
         attempts INTEGER NOT NULL,
         failed_at INTEGER NOT NULL)",
+    // One row per lead. A lead closed before it was scored has an outcome and no score
+    // yet (created_at_us and scored are NULL) until its score comes.
+    "CREATE TABLE IF NOT EXISTS robot_ledger (
+        lead_id TEXT PRIMARY KEY,
+        created_at_us INTEGER,
+        scored TEXT,
+        outcome TEXT)",
+    "CREATE INDEX IF NOT EXISTS robot_ledger_created ON robot_ledger(created_at_us, lead_id)",
 ];
 
 fn ts(at: DateTime<Utc>) -> i64 {
@@ -293,6 +302,60 @@ impl SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    pub(super) async fn record_score(&self, scored: &Scored) -> Result<(), StoreError> {
+        // One statement: the outcome column is left as it is, whatever runs beside it.
+        sqlx::query(
+            "INSERT INTO robot_ledger (lead_id, created_at_us, scored) VALUES (?1, ?2, ?3)
+             ON CONFLICT(lead_id) DO UPDATE SET created_at_us = excluded.created_at_us, scored = excluded.scored",
+        )
+        .bind(&scored.lead_id)
+        .bind(scored.created_at.timestamp_micros())
+        .bind(serde_json::to_string(scored)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn record_outcome(&self, outcome: &Outcome) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO robot_ledger (lead_id, outcome) VALUES (?1, ?2)
+             ON CONFLICT(lead_id) DO UPDATE SET outcome = excluded.outcome",
+        )
+        .bind(&outcome.lead_id)
+        .bind(serde_json::to_string(outcome)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn ledger(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<LedgerRow>, StoreError> {
+        // Rows without a score have no created time and fall outside every range.
+        let rows = sqlx::query(
+            "SELECT scored, outcome FROM robot_ledger
+             WHERE created_at_us >= ?1 AND created_at_us < ?2
+             ORDER BY created_at_us, lead_id",
+        )
+        .bind(from.timestamp_micros())
+        .bind(to.timestamp_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LedgerRow {
+                    scored: serde_json::from_str(r.get::<&str, _>(0))?,
+                    outcome: match r.get::<Option<&str>, _>(1) {
+                        Some(o) => Some(serde_json::from_str(o)?),
+                        None => None,
+                    },
+                })
+            })
+            .collect()
     }
 
     pub(super) async fn sweep(
