@@ -6,6 +6,8 @@ pub mod bitrix24;
 pub mod crm;
 pub mod csv;
 pub mod form;
+pub mod leads_file;
+pub mod model_file;
 pub mod spend;
 pub mod store;
 pub mod wazzup;

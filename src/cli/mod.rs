@@ -7,8 +7,10 @@ pub mod crm;
 pub mod dead;
 pub mod replay;
 pub mod report;
+pub mod score;
 pub mod serve;
 pub mod table;
+pub mod train;
 
 use std::path::PathBuf;
 
@@ -71,6 +73,10 @@ pub enum Command {
         #[command(subcommand)]
         report: report::ReportKind,
     },
+    /// Learn the scoring model from past leads (a CSV export), and say how good it is.
+    Train(train::TrainArgs),
+    /// Score leads: a CSV file gets each lead's chance, expected profit, priority and reasons.
+    Score(score::ScoreArgs),
     /// Measure the robot's speed.
     Bench {
         /// What to measure.
@@ -90,6 +96,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Crm { action } => crm::run(&cli.config, action).await,
         Command::Auth { action } => crm::auth(&cli.config, action).await,
         Command::Report { report } => report::run(&cli.config, report).await,
+        Command::Train(args) => train::run(&cli.config, args),
+        Command::Score(args) => score::run(&cli.config, args),
         Command::Bench { what } => bench::run(what).await,
     }
 }

@@ -17,10 +17,13 @@
 //! position then tells the line in the file or the variable.
 #![warn(missing_docs)]
 
+pub mod condition;
 pub mod duration;
 mod env;
 mod problem;
 mod robot;
+pub mod rules;
+pub mod scoring;
 #[cfg(test)]
 mod tests;
 
@@ -74,7 +77,15 @@ pub fn load(dir: &Path, env: &Env) -> Result<RobotConfig, ConfigErrors> {
 /// Every problem with `dir/robot.toml` and the `ROBOT_*` variables in `env`, errors and
 /// warnings, placed by line where they are in the file; empty when all is well.
 pub fn check(dir: &Path, env: &Env) -> Vec<Problem> {
-    evaluate(dir, env).problems
+    let Outcome {
+        config,
+        mut problems,
+    } = evaluate(dir, env);
+    let lead_fields: Option<Vec<String>> = config.map(|c| c.fields.leads.keys().cloned().collect());
+    if let Err(more) = scoring::load(dir, lead_fields.as_deref()) {
+        problems.extend(more);
+    }
+    problems
 }
 
 struct Outcome {

@@ -129,6 +129,8 @@ fn the_shipped_file_loads_with_the_demo_account() {
         config.fields,
         FieldsConfig {
             leads: mapping(&[
+                ("site", "Сайт"),
+                ("channel", "Канал"),
                 ("category", "Категория"),
                 ("brand", "Бренд"),
                 ("score", "Скоринг"),

@@ -10,3 +10,4 @@ mod crash;
 mod crm;
 mod replay;
 mod report;
+mod scoring;

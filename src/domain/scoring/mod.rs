@@ -6,8 +6,10 @@
 //! - [`encode`] and [`glm`]: the model (a penalised logistic regression; why, in `glm`);
 //! - [`train`]: learning, with a held-out measurement ([`metrics`]);
 //! - [`model`]: scoring one lead and saying why;
-//! - [`margin`] and [`priorities`]: from chance to money to priority.
+//! - [`margin`] and [`priorities`]: from chance to money to priority;
+//! - [`assessment`]: all of it for one lead.
 
+pub mod assessment;
 pub mod encode;
 pub mod feature;
 pub mod glm;
@@ -17,6 +19,7 @@ pub mod model;
 pub mod priorities;
 pub mod train;
 
+pub use assessment::{Assessment, Scorer};
 pub use feature::{Derived, Feature, FeatureKind, History, Observation, Okved, Source, Value};
 pub use margin::Margins;
 pub use model::{Learn, Model, Score};

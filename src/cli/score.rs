@@ -1,0 +1,94 @@
+//! `sales-robot score --leads FILE.csv`: the file with each lead's chance, expected profit,
+//! priority and reasons added.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context as _;
+
+use crate::adapters::{csv, leads_file, model_file};
+use crate::cli::train::{default_model, rules};
+use crate::domain::condition::Facts;
+use crate::domain::lead::FieldValue;
+use crate::domain::scoring::Scorer;
+
+/// Arguments of `score`.
+#[derive(Debug, clap::Args)]
+pub struct ScoreArgs {
+    /// Leads as CSV: a column per feature of scoring.toml and `budget`; other columns are
+    /// kept, and conditions of scoring.toml can read them by name.
+    #[arg(long, value_name = "FILE.csv")]
+    pub leads: PathBuf,
+    /// The trained model (default: scoring-model.json in the data folder).
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// Where to write the scored CSV (default: standard output).
+    #[arg(long, value_name = "FILE.csv")]
+    pub out: Option<PathBuf>,
+}
+
+/// Runs `score --leads`.
+pub fn run(dir: &Path, args: ScoreArgs) -> anyhow::Result<()> {
+    let rules = rules(dir)?;
+    let model_path = match args.model {
+        Some(m) => m,
+        None => default_model(dir)?,
+    };
+    let model = model_file::load(&model_path)?;
+    if let Some(mismatch) = model.mismatch(&rules.features) {
+        anyhow::bail!("{}: {mismatch}; train it again", model_path.display());
+    }
+    let started = Instant::now();
+    let file = leads_file::read(&args.leads)?;
+    let observed = file.observations(&rules.features)?;
+    let scorer = Scorer {
+        features: &rules.features,
+        margins: &rules.margins,
+        priority: &rules.priority,
+        model: &model,
+    };
+    let mut out = String::new();
+    let mut header = file.header.clone();
+    header.extend(["probability", "expected_profit", "priority", "reasons"].map(String::from));
+    out.push_str(&csv::record(&header));
+    out.push('\n');
+    for ((_, cells), (observation, budget)) in file.rows.iter().zip(&observed) {
+        let facts: Facts = file
+            .header
+            .iter()
+            .zip(cells)
+            .filter(|(_, c)| !c.trim().is_empty())
+            .map(|(h, c)| (h.clone(), FieldValue::Text(c.trim().to_owned())))
+            .collect();
+        let a = scorer.assess(observation, *budget, facts);
+        let mut row = cells.clone();
+        row.resize(file.header.len(), String::new());
+        let reasons = if a.decision.priority.number() == 5 {
+            format!("{}; {}", a.decision.why, a.reasons)
+        } else {
+            a.reasons
+        };
+        row.extend([
+            format!("{:.6}", a.score.probability),
+            format!("{:.2}", a.score.expected_profit),
+            a.decision.priority.to_string(),
+            reasons,
+        ]);
+        out.push_str(&csv::record(&row));
+        out.push('\n');
+    }
+    match &args.out {
+        Some(path) => std::fs::write(path, &out)
+            .with_context(|| format!("{}: cannot write", path.display()))?,
+        None => std::io::stdout().write_all(out.as_bytes())?,
+    }
+    let took = started.elapsed().as_secs_f64();
+    eprintln!(
+        "scored {} leads in {:.2} s ({:.0} leads/s, reading and writing the files included)",
+        observed.len(),
+        took,
+        observed.len() as f64 / took.max(1e-9)
+    );
+    Ok(())
+}
