@@ -12,6 +12,7 @@ use super::duration::Span;
 use super::problem::{Problem, did_you_mean};
 use super::rules;
 use crate::domain::scoring::train::Settings;
+pub use crate::domain::scoring::write_back::WriteBack;
 use crate::domain::scoring::{
     Derived, Feature, FeatureKind, Learn, Margins, Okved, PriorityRules, Refusal, Source,
 };
@@ -45,29 +46,18 @@ pub struct ScoringRules {
     pub training: Settings,
     /// What the robot writes into the CRM.
     pub write: WriteBack,
+    /// Which facts the reports group leads by.
+    pub report: ReportNames,
 }
 
-/// Where a score goes in the CRM: lead fields by the robot's names (mapped in
-/// `robot.toml`'s `[fields.leads]`) and a tag.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct WriteBack {
-    /// The field for the chance of sale, in percent.
-    pub probability: Option<String>,
-    /// The field for the expected profit, in roubles.
-    pub expected_profit: Option<String>,
-    /// The field for the priority, 1 to 5.
-    pub priority: Option<String>,
-    /// The tag, with `{priority}` standing for the number (`"Приоритет {priority}"`).
-    pub priority_tag: Option<String>,
-}
-
-impl WriteBack {
-    /// The tag of a priority, when tags are written.
-    pub fn tag(&self, priority: crate::domain::priority::Priority) -> Option<String> {
-        self.priority_tag
-            .as_ref()
-            .map(|t| t.replace("{priority}", &priority.to_string()))
-    }
+/// `[report]`: the facts (features or lead fields) that the ledger keeps as a lead's
+/// channel and source, for `report channels`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportNames {
+    /// The channel (e-mail, WhatsApp, phone…).
+    pub channel: String,
+    /// The source (the shop, the site, the campaign).
+    pub source: String,
 }
 
 /// Reads `dir/scoring.toml`; `Ok(None)` when there is none (the robot then does not
@@ -110,6 +100,24 @@ struct RawScoring {
     refuse: Vec<RawRefusal>,
     #[serde(default)]
     crm: RawWrite,
+    #[serde(default)]
+    report: RawReport,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawReport {
+    channel: Spanned<String>,
+    source: Spanned<String>,
+}
+
+impl Default for RawReport {
+    fn default() -> Self {
+        RawReport {
+            channel: Spanned::new(0..0, "channel".into()),
+            source: Spanned::new(0..0, "site".into()),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -421,7 +429,29 @@ impl RawScoring {
             priority_tag: self.crm.priority_tag.clone(),
         };
 
+        for (key, name) in [
+            ("channel", &self.report.channel),
+            ("source", &self.report.source),
+        ] {
+            if !known.contains(name.get_ref()) {
+                let message = format!(
+                    "`{key}` in [report] names `{}`, which is neither a feature nor a mapped lead field",
+                    name.get_ref()
+                );
+                problems.push(if name.span().is_empty() {
+                    Problem::error(file, format!("{message} (the default)"))
+                } else {
+                    at(name.span().start, message)
+                });
+            }
+        }
+        let report = ReportNames {
+            channel: self.report.channel.into_inner(),
+            source: self.report.source.into_inner(),
+        };
+
         Some(ScoringRules {
+            report,
             features,
             okved: Okved {
                 field: self.okved.field,

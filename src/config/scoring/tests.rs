@@ -33,6 +33,10 @@ default = 0.18
 2 = 20000
 3 = 6000
 4 = 1500
+
+[report]
+channel = "brand"
+source = "brand"
 "#;
 
 #[test]
@@ -117,7 +121,7 @@ fn a_refusal_on_an_unknown_field_is_placed_with_a_hint() {
         "{MINIMAL}\n[[refuse]]\nname = \"Мелочь\"\nwhen = {{ field = \"budjet\", lt = 1000 }}\n"
     );
     let p = one_problem(&text);
-    assert_eq!(p.line, Some(18));
+    assert_eq!(p.line, Some(22));
     assert_eq!(p.hint.as_deref(), Some("did you mean `budget`?"));
 }
 
@@ -126,7 +130,7 @@ fn written_fields_must_be_mapped_in_robot_toml() {
     let text = format!("{MINIMAL}\n[crm]\nprobability = \"chance\"\n");
     let p = one_problem(&text);
     assert!(p.message.contains("does not map"), "{}", p.message);
-    assert_eq!(p.line, Some(17));
+    assert_eq!(p.line, Some(21));
 }
 
 #[test]

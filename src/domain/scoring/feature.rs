@@ -111,6 +111,21 @@ pub struct History {
     pub won: u32,
 }
 
+impl History {
+    /// A client's history as of a lead created at `before` (Unix seconds): their other
+    /// leads created earlier are the requests, the won ones among them the sales. Each
+    /// item is a lead's creation time and whether it was won.
+    pub fn before(before: i64, leads: impl IntoIterator<Item = (i64, bool)>) -> History {
+        leads
+            .into_iter()
+            .filter(|(created, _)| *created < before)
+            .fold(History::default(), |h, (_, won)| History {
+                requests: h.requests + 1,
+                won: h.won + u32::from(won),
+            })
+    }
+}
+
 /// A lead's value of `feature`, read as the feature's kind says: a number feature whose
 /// field holds no number is unknown, and text is trimmed.
 pub fn value_of(feature: &Feature, lead: &Lead, okved: &Okved, history: History) -> Option<Value> {
@@ -125,9 +140,8 @@ pub fn value_of(feature: &Feature, lead: &Lead, okved: &Okved, history: History)
         Source::Tags(wanted) => wanted
             .iter()
             .find(|w| {
-                lead.tags
-                    .iter()
-                    .any(|t| t.trim().eq_ignore_ascii_case(w.trim()))
+                let wanted = w.trim().to_lowercase();
+                lead.tags.iter().any(|t| t.trim().to_lowercase() == wanted)
             })
             .map(|t| FieldValue::Text(t.clone())),
         Source::Derived(d) => derived(*d, lead, okved, history),
@@ -288,10 +302,32 @@ mod tests {
     }
 
     #[test]
+    fn history_counts_only_earlier_requests() {
+        let h = History::before(
+            100,
+            [
+                (10, true),
+                (20, false),
+                (30, true),
+                (100, true),
+                (150, false),
+            ],
+        );
+        assert_eq!(
+            h,
+            History {
+                requests: 3,
+                won: 2
+            }
+        );
+        assert_eq!(History::before(0, []), History::default());
+    }
+
+    #[test]
     fn fields_tags_and_history_read_as_their_kind() {
         let lead = Lead {
             budget: Some(120_000.0),
-            tags: vec!["WhatsApp".into()],
+            tags: vec!["WhatsApp".into(), "СРОЧНО".into()],
             fields: [
                 ("brand".into(), FieldValue::Text(" Сварог ".into())),
                 ("turnover".into(), FieldValue::Text("не знаю".into())),
@@ -314,6 +350,11 @@ mod tests {
                 "channel",
                 FeatureKind::Category,
                 Source::Tags(vec!["почта".into(), "whatsapp".into()]),
+            ),
+            feature(
+                "urgency",
+                FeatureKind::Category,
+                Source::Tags(vec!["Срочно".into()]),
             ),
             feature(
                 "budget",
@@ -346,12 +387,13 @@ mod tests {
                 Some(Value::Category("Сварог".into())),
                 None,
                 Some(Value::Category("whatsapp".into())),
+                Some(Value::Category("Срочно".into())),
                 Some(Value::Number(120_000.0)),
                 Some(Value::Number(0.25)),
                 Some(Value::Category("Физлицо".into())),
             ]
         );
-        let first_time = observe(&features[4..5], &lead, &okved(), History::default());
+        let first_time = observe(&features[5..6], &lead, &okved(), History::default());
         assert_eq!(
             first_time,
             vec![None],

@@ -7,7 +7,7 @@
 //! - [`train`]: learning, with a held-out measurement ([`metrics`]);
 //! - [`model`]: scoring one lead and saying why;
 //! - [`margin`] and [`priorities`]: from chance to money to priority;
-//! - [`assessment`]: all of it for one lead.
+//! - [`assessment`]: all of it for one lead, and [`write_back`]: what goes into the CRM.
 
 pub mod assessment;
 pub mod encode;
@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod priorities;
 pub mod train;
+pub mod write_back;
 
 pub use assessment::{Assessment, Scorer};
 pub use feature::{Derived, Feature, FeatureKind, History, Observation, Okved, Source, Value};
