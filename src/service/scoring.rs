@@ -173,22 +173,25 @@ impl ScoreLeads {
         scorer.assess(observation, lead.budget, facts_of(lead))
     }
 
-    /// The client's earlier requests: the company's leads, else the main contact's.
     async fn history(&self, lead: &Lead) -> Result<History, CrmError> {
-        let client = match (&lead.company, lead.contacts.first()) {
-            (Some(company), _) => Client::Company(company.id.clone()),
-            (None, Some(contact)) => Client::Contact(contact.id.clone()),
-            (None, None) => return Ok(History::default()),
-        };
-        let leads = self.crm.client_leads(&client).await?;
-        Ok(History::before(
-            lead.created_at,
-            leads
-                .iter()
-                .filter(|l| l.id != lead.id)
-                .map(|l| (l.created_at, closed(&l.status_id) == Some(Closed::Won))),
-        ))
+        history_of(self.crm.as_ref(), lead).await
     }
+}
+
+/// The client's earlier requests as of `lead`: the company's leads, else the main
+/// contact's, created before it.
+pub async fn history_of(crm: &dyn Crm, lead: &Lead) -> Result<History, CrmError> {
+    let Some(client) = Client::of(lead) else {
+        return Ok(History::default());
+    };
+    let leads = crm.client_leads(&client).await?;
+    Ok(History::before(
+        lead.created_at,
+        leads
+            .iter()
+            .filter(|l| l.id != lead.id)
+            .map(|l| (l.created_at, closed(&l.status_id) == Some(Closed::Won))),
+    ))
 }
 
 /// Which events can change a lead's score or close it.

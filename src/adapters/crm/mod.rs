@@ -63,6 +63,16 @@ pub enum Client {
 }
 
 impl Client {
+    /// Whose lead it is: its company's, else its main contact's; `None` for a lead with
+    /// neither.
+    pub fn of(lead: &Lead) -> Option<Client> {
+        match (&lead.company, lead.contacts.first()) {
+            (Some(company), _) => Some(Client::Company(company.id.clone())),
+            (None, Some(contact)) => Some(Client::Contact(contact.id.clone())),
+            (None, None) => None,
+        }
+    }
+
     /// The CRM's id of the company or contact.
     pub fn id(&self) -> &str {
         match self {
