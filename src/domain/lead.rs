@@ -140,6 +140,9 @@ pub struct LeadUpdate {
     /// Tags to add.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub add_tags: Vec<String>,
+    /// Tags to take off (a priority tag that no longer holds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_tags: Vec<String>,
     /// Mapped custom fields to set.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: Fields,
@@ -150,6 +153,30 @@ impl LeadUpdate {
     pub fn is_empty(&self) -> bool {
         *self == LeadUpdate::default()
     }
+
+    /// Whether it adds or takes off tags: both CRMs replace a record's tags whole, so the
+    /// current ones must be read first.
+    pub fn changes_tags(&self) -> bool {
+        !self.add_tags.is_empty() || !self.remove_tags.is_empty()
+    }
+
+    /// The tags a record with `current` tags has after this update: the removed ones go
+    /// (ignoring case and spaces), the added ones come at the end, none twice.
+    pub fn tags_after(&self, current: &[String]) -> Vec<String> {
+        let key = |t: &str| t.trim().to_lowercase();
+        let removed: Vec<String> = self.remove_tags.iter().map(|t| key(t)).collect();
+        let mut tags: Vec<String> = current
+            .iter()
+            .filter(|t| !removed.contains(&key(t)))
+            .cloned()
+            .collect();
+        for tag in &self.add_tags {
+            if !tags.iter().any(|t| key(t) == key(tag)) {
+                tags.push(tag.clone());
+            }
+        }
+        tags
+    }
 }
 
 impl Lead {
@@ -159,6 +186,28 @@ impl Lead {
             .iter()
             .find(|c| c.is_main)
             .or_else(|| self.contacts.first())
+    }
+}
+
+#[cfg(test)]
+mod update_tests {
+    use super::*;
+
+    #[test]
+    fn tags_after_an_update_drop_the_removed_and_add_the_new_once() {
+        let update = LeadUpdate {
+            add_tags: vec!["Приоритет 2".into(), "сайт".into()],
+            remove_tags: vec!["приоритет 3".into()],
+            ..LeadUpdate::default()
+        };
+        let current = [
+            "Сайт".to_owned(),
+            "Приоритет 3".to_owned(),
+            "опт".to_owned(),
+        ];
+        assert_eq!(update.tags_after(&current), ["Сайт", "опт", "Приоритет 2"]);
+        assert!(update.changes_tags());
+        assert!(!LeadUpdate::default().changes_tags());
     }
 }
 

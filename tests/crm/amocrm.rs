@@ -143,6 +143,16 @@ async fn an_update_writes_the_fields_the_responsible_and_the_tags() {
         vec!["приоритет 2".to_owned(), "сайт".to_owned()],
         "tags are added, not replaced"
     );
+    // A priority that changed: the old tag goes, the new one comes, the others stay.
+    let regrade = LeadUpdate {
+        add_tags: vec!["приоритет 1".into()],
+        remove_tags: vec!["Приоритет 2".into()],
+        ..LeadUpdate::default()
+    };
+    crm.update_lead(&id, &regrade).await.unwrap();
+    let mut tags = crm.lead(&id).await.unwrap().unwrap().tags;
+    tags.sort();
+    assert_eq!(tags, vec!["приоритет 1".to_owned(), "сайт".to_owned()]);
     let before = amo.api_request_count();
     crm.update_lead(&id, &LeadUpdate::default()).await.unwrap();
     assert_eq!(

@@ -237,6 +237,13 @@ async fn an_update_writes_the_responsible_the_stage_a_number_and_a_list_field() 
         tagged.lead(&key).await.unwrap().unwrap().tags,
         vec!["сайт".to_owned(), "приоритет 2".to_owned()]
     );
+    let regrade = LeadUpdate {
+        add_tags: vec!["приоритет 1".into()],
+        remove_tags: vec!["Приоритет 2".into()],
+        ..LeadUpdate::default()
+    };
+    tagged.update_lead(&key, &regrade).await.unwrap();
+    assert_eq!(emu.deal(id).unwrap()["COMMENTS"], "сайт, приоритет 1");
 }
 
 #[tokio::test]

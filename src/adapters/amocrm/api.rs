@@ -499,13 +499,8 @@ impl AmoCrm {
         if !fields.is_empty() {
             body.insert("custom_fields_values".into(), Value::from(fields));
         }
-        if !update.add_tags.is_empty() {
-            let mut tags = current_tags.to_vec();
-            for tag in &update.add_tags {
-                if !tags.contains(tag) {
-                    tags.push(tag.clone());
-                }
-            }
+        if update.changes_tags() {
+            let tags = update.tags_after(current_tags);
             body.insert(
                 "_embedded".into(),
                 json!({"tags": tags.iter().map(|t| json!({"name": t})).collect::<Vec<_>>()}),
@@ -641,7 +636,7 @@ impl Crm for AmoCrm {
             return Ok(());
         }
         let resolved = self.resolved().await?;
-        let current = if update.add_tags.is_empty() {
+        let current = if !update.changes_tags() {
             Vec::new()
         } else {
             let lead = self
@@ -663,10 +658,10 @@ impl Crm for AmoCrm {
         let resolved = self.resolved().await?;
         let mut refused = Vec::new();
         for chunk in updates.chunks(BATCH) {
-            // The current tags of the chunk's leads that get more, in one read.
+            // The current tags of the chunk's leads whose tags change, in one read.
             let growing: Vec<String> = chunk
                 .iter()
-                .filter(|(_, u)| !u.add_tags.is_empty())
+                .filter(|(_, u)| u.changes_tags())
                 .map(|(id, _)| id.clone())
                 .collect();
             let mut tags: HashMap<String, Vec<String>> = HashMap::new();

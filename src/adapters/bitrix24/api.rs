@@ -1347,13 +1347,13 @@ struct DealChange {
 
 /// Whether an update needs the deal fields' descriptions (mapped fields, the loss reason, tags).
 fn needs_schema(update: &LeadUpdate) -> bool {
-    !update.fields.is_empty() || update.loss_reason_id.is_some() || !update.add_tags.is_empty()
+    !update.fields.is_empty() || update.loss_reason_id.is_some() || update.changes_tags()
 }
 
 /// The mapped `tags` field when the update adds tags: deals have no tags, so they live in a
 /// field whose value is replaced whole, and the deal must be read first.
 fn tags_field<'a>(update: &LeadUpdate, schema: &'a Schema) -> Option<(&'a str, &'a FieldInfo)> {
-    if update.add_tags.is_empty() {
+    if !update.changes_tags() {
         return None;
     }
     schema.get("tags")
@@ -1390,10 +1390,10 @@ fn deal_change(
             ),
         }
     }
-    if !update.add_tags.is_empty() {
+    if update.changes_tags() {
         match tags_field(update, schema) {
             Some((code, info)) => {
-                let mut tags = match current
+                let tags = match current
                     .and_then(|c| c.get(code))
                     .and_then(|v| Schema::read_value(v, info))
                 {
@@ -1406,11 +1406,7 @@ fn deal_change(
                         .collect(),
                     None => Vec::new(),
                 };
-                for tag in &update.add_tags {
-                    if !tags.contains(tag) {
-                        tags.push(tag.clone());
-                    }
-                }
+                let tags = update.tags_after(&tags);
                 let value = Schema::write_value("tags", code, info, &FieldValue::Many(tags))?;
                 fields.insert(code.to_owned(), value);
             }

@@ -115,9 +115,17 @@ pub fn merged(updates: &[(String, LeadUpdate)]) -> Vec<(String, LeadUpdate)> {
         into.pipeline_id = later.pipeline_id.or(into.pipeline_id.take());
         into.budget = later.budget.or(into.budget);
         into.loss_reason_id = later.loss_reason_id.or(into.loss_reason_id.take());
+        // A later add undoes an earlier removal, and a later removal an earlier add.
         for tag in later.add_tags {
+            into.remove_tags.retain(|t| t != &tag);
             if !into.add_tags.contains(&tag) {
                 into.add_tags.push(tag);
+            }
+        }
+        for tag in later.remove_tags {
+            into.add_tags.retain(|t| t != &tag);
+            if !into.remove_tags.contains(&tag) {
+                into.remove_tags.push(tag);
             }
         }
         into.fields.extend(later.fields);

@@ -59,10 +59,22 @@ impl WriteBack {
             }
         }
         if let Some(tag) = self.tag(assessment.decision.priority) {
-            let wanted = tag.trim().to_lowercase();
-            if !lead.tags.iter().any(|t| t.trim().to_lowercase() == wanted) {
+            let key = |t: &str| t.trim().to_lowercase();
+            if !lead.tags.iter().any(|t| key(t) == key(&tag)) {
                 update.add_tags.push(tag);
             }
+            // A priority that changed leaves no tag of the old one behind.
+            let stale: Vec<String> = Priority::ALL
+                .iter()
+                .filter(|p| **p != assessment.decision.priority)
+                .filter_map(|p| self.tag(*p))
+                .collect();
+            update.remove_tags = lead
+                .tags
+                .iter()
+                .filter(|t| stale.iter().any(|s| key(s) == key(t)))
+                .cloned()
+                .collect();
         }
         update
     }
@@ -136,5 +148,10 @@ mod tests {
         let changed = write_back().update(&lead, &assessment(0.30, 4691.0, 2));
         assert_eq!(changed.fields.len(), 2, "the chance and the priority");
         assert_eq!(changed.add_tags, ["Приоритет 2"]);
+        assert_eq!(
+            changed.remove_tags,
+            ["приоритет 3"],
+            "the old priority's tag goes"
+        );
     }
 }
