@@ -13,6 +13,7 @@ use crate::adapters::amocrm::oauth::Credentials;
 use crate::adapters::bitrix24::api::{Access, Bitrix24};
 use crate::adapters::crm::Crm;
 use crate::adapters::crm::fields::FieldRef;
+use crate::adapters::model_file;
 use crate::adapters::store::{Location, Store, StoreSettings};
 use crate::config::{
     self, B24Entity, CrmKind, Env, RobotConfig, Secrets, Severity, StorageBackend,
@@ -23,6 +24,7 @@ use crate::domain::retry::RetryPolicy;
 use crate::service::entities::LoadEntity;
 use crate::service::jobs::EventHandler;
 use crate::service::jobs::{Jobs, Journal};
+use crate::service::scoring::{ScoreLeads, ScoringSetup};
 use crate::service::secrets::{self, Origin};
 use crate::service::settings::{AmocrmAccount, Bitrix24Portal, Settings};
 
@@ -33,6 +35,8 @@ pub struct Context {
     pub config: RobotConfig,
     /// Secrets given in the environment.
     pub secrets: Secrets,
+    /// The config folder.
+    pub dir: PathBuf,
 }
 
 /// Loads the config folder; a bad config is an error listing every problem.
@@ -43,6 +47,7 @@ pub fn load(dir: &Path) -> anyhow::Result<Context> {
     Ok(Context {
         config,
         secrets: Secrets::from_env(&env),
+        dir: dir.to_owned(),
     })
 }
 
@@ -301,23 +306,80 @@ impl Context {
         store: &Store,
     ) -> anyhow::Result<(Arc<dyn EventHandler>, String, Option<Client>)> {
         Ok(match self.crm(store)? {
-            Ok(connected) => {
-                let what = format!(
-                    "{}: each event's lead, contact or company is loaded",
-                    connected.description
-                );
-                let handler: Arc<dyn EventHandler> = Arc::new(
-                    LoadEntity::new(connected.crm, connected.source)
-                        .with_lead_entity(connected.lead_entity),
-                );
-                (handler, what, Some(connected.client))
-            }
+            Ok(connected) => match self.scoring()? {
+                Ok(setup) => {
+                    let what = format!(
+                        "{}: each new or changed lead is scored (model of {} leads up to {})",
+                        connected.description,
+                        setup.model.trained_on,
+                        setup.model.trained_until.format("%Y-%m-%d")
+                    );
+                    let handler: Arc<dyn EventHandler> = Arc::new(ScoreLeads::new(
+                        connected.crm,
+                        setup,
+                        connected.source,
+                        connected.lead_entity,
+                    ));
+                    (handler, what, Some(connected.client))
+                }
+                Err(why) => {
+                    let what = format!(
+                        "{}: each event's lead, contact or company is loaded; leads are not \
+                         scored ({why})",
+                        connected.description
+                    );
+                    let handler: Arc<dyn EventHandler> = Arc::new(
+                        LoadEntity::new(connected.crm, connected.source)
+                            .with_lead_entity(connected.lead_entity),
+                    );
+                    (handler, what, Some(connected.client))
+                }
+            },
             Err(why) => (
                 Arc::new(Journal),
                 format!("not connected ({why}): events are recorded only"),
                 None,
             ),
         })
+    }
+}
+
+impl Context {
+    /// The scoring rules and the trained model: `Ok(Err(why))` when the robot cannot
+    /// score (no scoring.toml, or no model yet), an error when scoring.toml is wrong or
+    /// the model does not fit it.
+    pub fn scoring(&self) -> anyhow::Result<Result<ScoringSetup, String>> {
+        let fields: Vec<String> = self.config.fields.leads.keys().cloned().collect();
+        let rules = match config::scoring::load(&self.dir, Some(&fields)) {
+            Ok(Some(rules)) => rules,
+            Ok(None) => return Ok(Err(format!("there is no {}", config::scoring::FILE_NAME))),
+            Err(problems) => {
+                let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                bail!(
+                    "{} has problems:\n{}",
+                    config::scoring::FILE_NAME,
+                    listed.join("\n")
+                );
+            }
+        };
+        let path = self.data_dir().join(model_file::DEFAULT_NAME);
+        let model = match model_file::load(&path) {
+            Ok(model) => model,
+            Err(model_file::ModelFileError::Missing(_)) => {
+                return Ok(Err(format!(
+                    "no trained model at {}: run `sales-robot train --deals FILE.csv`",
+                    path.display()
+                )));
+            }
+            Err(e) => bail!(e),
+        };
+        if let Some(mismatch) = model.mismatch(&rules.features) {
+            bail!("{}: {mismatch}; train it again", path.display());
+        }
+        Ok(Ok(ScoringSetup {
+            rules: Arc::new(rules),
+            model: Arc::new(model),
+        }))
     }
 }
 

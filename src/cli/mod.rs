@@ -97,8 +97,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Crm { action } => crm::run(&cli.config, action).await,
         Command::Auth { action } => crm::auth(&cli.config, action).await,
         Command::Report { report } => report::run(&cli.config, report).await,
-        Command::Train(args) => train::run(&cli.config, args),
-        Command::Score(args) => score::run(&cli.config, args),
+        Command::Train(args) => train::run(&cli.config, args).await,
+        Command::Score(args) => score::run(&cli.config, args).await,
         Command::Bench { what } => bench::run(what).await,
     }
 }

@@ -8,18 +8,30 @@ use std::time::Instant;
 use anyhow::Context as _;
 
 use crate::adapters::{csv, leads_file, model_file};
+use crate::cli::context;
 use crate::cli::train::{default_model, rules};
 use crate::domain::condition::Facts;
 use crate::domain::lead::FieldValue;
 use crate::domain::scoring::Scorer;
+use crate::domain::scoring::priorities::rub;
+use crate::service::scoring::ScoreLeads;
 
 /// Arguments of `score`.
 #[derive(Debug, clap::Args)]
 pub struct ScoreArgs {
     /// Leads as CSV: a column per feature of scoring.toml and `budget`; other columns are
     /// kept, and conditions of scoring.toml can read them by name.
-    #[arg(long, value_name = "FILE.csv")]
-    pub leads: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE.csv",
+        required_unless_present = "lead",
+        conflicts_with = "lead"
+    )]
+    pub leads: Option<PathBuf>,
+    /// Instead of a file: one lead of the CRM, by its id, explained feature by feature
+    /// (nothing is written to the CRM).
+    #[arg(long, value_name = "ID")]
+    pub lead: Option<String>,
     /// The trained model (default: scoring-model.json in the data folder).
     #[arg(long, value_name = "FILE")]
     pub model: Option<PathBuf>,
@@ -28,10 +40,71 @@ pub struct ScoreArgs {
     pub out: Option<PathBuf>,
 }
 
-/// Runs `score --leads`.
-pub fn run(dir: &Path, args: ScoreArgs) -> anyhow::Result<()> {
+/// Runs `score`.
+pub async fn run(dir: &Path, args: ScoreArgs) -> anyhow::Result<()> {
+    match (&args.leads, &args.lead) {
+        (_, Some(id)) => explain(dir, id).await,
+        (Some(file), None) => score_file(dir, file, &args),
+        (None, None) => anyhow::bail!("say which leads: --leads FILE.csv or --lead ID"),
+    }
+}
+
+/// `score --lead ID`: one lead of the CRM, explained.
+async fn explain(dir: &Path, id: &str) -> anyhow::Result<()> {
+    let ctx = context::load(dir)?;
+    let setup = ctx
+        .scoring()?
+        .map_err(|why| anyhow::anyhow!("cannot score: {why}"))?;
+    let store = ctx.open_store().await?;
+    let connected = ctx
+        .crm(&store)?
+        .map_err(|why| anyhow::anyhow!("the CRM is not connected: {why}"))?;
+    let rules = setup.rules.clone();
+    let model = setup.model.clone();
+    let scoring = ScoreLeads::new(
+        connected.crm,
+        setup,
+        connected.source,
+        connected.lead_entity,
+    );
+    let Some((lead, observation, a)) = scoring.explain(id).await? else {
+        anyhow::bail!("there is no lead {id} in {}", connected.description);
+    };
+    println!("lead {} «{}»", lead.id, lead.name);
+    println!(
+        "chance of sale {:.1} %; expected profit {} ₽ = budget {} ₽{} × margin {:.0} % × chance{}",
+        a.score.probability * 100.0,
+        rub(a.score.expected_profit),
+        rub(a.score.budget),
+        if a.score.budget_guessed {
+            " (typical: none given)"
+        } else {
+            ""
+        },
+        a.score.margin * 100.0,
+        if (a.score.value_factor - 1.0).abs() > 1e-9 {
+            format!(" × lifetime factor {:.2}", a.score.value_factor)
+        } else {
+            String::new()
+        }
+    );
+    println!("priority {}: {}", a.decision.priority, a.decision.why);
+    println!("features (effect on the odds against a typical lead):");
+    for e in model.effects(&observation) {
+        let f = &rules.features[e.feature];
+        let value = match &observation[e.feature] {
+            Some(v) => v.to_fact().as_text(),
+            None => "(not filled in)".into(),
+        };
+        println!("  {:<28} {:<30} ×{:.2}", f.title, value, e.shift.exp());
+    }
+    Ok(())
+}
+
+/// `score --leads FILE.csv`.
+fn score_file(dir: &Path, leads: &Path, args: &ScoreArgs) -> anyhow::Result<()> {
     let rules = rules(dir)?;
-    let model_path = match args.model {
+    let model_path = match args.model.clone() {
         Some(m) => m,
         None => default_model(dir)?,
     };
@@ -40,7 +113,7 @@ pub fn run(dir: &Path, args: ScoreArgs) -> anyhow::Result<()> {
         anyhow::bail!("{}: {mismatch}; train it again", model_path.display());
     }
     let started = Instant::now();
-    let file = leads_file::read(&args.leads)?;
+    let file = leads_file::read(leads)?;
     let observed = file.observations(&rules.features)?;
     let scorer = Scorer {
         features: &rules.features,

@@ -6,19 +6,34 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
+use crate::adapters::crm::LeadFilter;
 use crate::adapters::{leads_file, model_file};
 use crate::cli::context;
 use crate::config::scoring::{self, ScoringRules};
+use crate::domain::lead::{Lead, closed};
 use crate::domain::scoring::priorities::rub;
-use crate::domain::scoring::{Evaluation, train};
+use crate::domain::scoring::{Evaluation, PastLead, train};
+use crate::service::scoring::history_of;
 
 /// Arguments of `train`.
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
     /// Past leads as CSV: `created_at`, a column per feature of scoring.toml, `budget` and
     /// `won` (1 or 0, or the won amount).
-    #[arg(long, value_name = "FILE.csv")]
-    pub deals: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE.csv",
+        required_unless_present = "from_crm",
+        conflicts_with = "from_crm"
+    )]
+    pub deals: Option<PathBuf>,
+    /// Instead of a file: the won and lost leads of the connected CRM created since
+    /// `--since`, read through its API within the rate limit.
+    #[arg(long, requires = "since")]
+    pub from_crm: bool,
+    /// With `--from-crm`: the first day of leads to learn from (YYYY-MM-DD).
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub since: Option<chrono::NaiveDate>,
     /// Where to write the model (default: scoring-model.json in the data folder).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -54,19 +69,30 @@ pub fn default_model(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Runs `train`.
-pub fn run(dir: &Path, args: TrainArgs) -> anyhow::Result<()> {
+pub async fn run(dir: &Path, args: TrainArgs) -> anyhow::Result<()> {
     let rules = rules(dir)?;
     let out = match args.out {
         Some(out) => out,
         None => default_model(dir)?,
     };
     let started = Instant::now();
-    let file = leads_file::read(&args.deals)?;
-    let leads = file.past_leads(&rules.features)?;
+    let (leads, from) = match (&args.deals, args.since) {
+        (Some(deals), _) => {
+            let file = leads_file::read(deals)?;
+            (
+                file.past_leads(&rules.features)?,
+                deals.display().to_string(),
+            )
+        }
+        (None, Some(since)) => (from_crm(dir, &rules, since).await?, "the CRM".to_owned()),
+        (None, None) => anyhow::bail!(
+            "say where the past leads are: --deals FILE.csv or --from-crm --since DATE"
+        ),
+    };
     let read_in = started.elapsed();
     let learning = Instant::now();
     let (model, evaluation) = train(&rules.features, &rules.margins, &rules.training, &leads)
-        .with_context(|| format!("{}: cannot train", args.deals.display()))?;
+        .with_context(|| format!("{from}: cannot train"))?;
     let learned_in = learning.elapsed();
     print!("{}", describe(&evaluation));
     model_file::save(&out, &model)?;
@@ -85,6 +111,60 @@ pub fn run(dir: &Path, args: TrainArgs) -> anyhow::Result<()> {
         learned_in.as_secs_f64()
     );
     Ok(())
+}
+
+/// The won and lost leads of the CRM created since `since`, with their features as the
+/// robot sees them in `serve` (the client's history included). Costs a read of each closed
+/// lead and of each client's leads, within the CRM's rate limit.
+async fn from_crm(
+    dir: &Path,
+    rules: &ScoringRules,
+    since: chrono::NaiveDate,
+) -> anyhow::Result<Vec<PastLead>> {
+    let ctx = context::load(dir)?;
+    let store = ctx.open_store().await?;
+    let connected = ctx
+        .crm(&store)?
+        .map_err(|why| anyhow::anyhow!("the CRM is not connected: {why}"))?;
+    let from = since
+        .and_hms_opt(0, 0, 0)
+        .unwrap_or_default()
+        .and_utc()
+        .timestamp();
+    let listed = connected
+        .crm
+        .leads(&LeadFilter {
+            created_from: Some(from),
+            ..LeadFilter::default()
+        })
+        .await?;
+    let closed_ones: Vec<&Lead> = listed
+        .iter()
+        .filter(|l| closed(&l.status_id).is_some())
+        .collect();
+    eprintln!(
+        "{}: {} leads created since {since}, {} of them won or lost; reading those",
+        connected.description,
+        listed.len(),
+        closed_ones.len()
+    );
+    let mut past = Vec::with_capacity(closed_ones.len());
+    for (i, listed) in closed_ones.iter().enumerate() {
+        let Some(lead) = connected.crm.lead(&listed.id).await? else {
+            continue;
+        };
+        let history = history_of(connected.crm.as_ref(), &lead).await?;
+        past.push(PastLead::from_crm(
+            &rules.features,
+            &rules.okved,
+            &lead,
+            history,
+        ));
+        if (i + 1) % 100 == 0 {
+            eprintln!("  {} of {} read", i + 1, closed_ones.len());
+        }
+    }
+    Ok(past.into_iter().flatten().collect())
 }
 
 /// The measurement on held-out leads, as printed.

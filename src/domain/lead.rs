@@ -162,6 +162,49 @@ impl Lead {
     }
 }
 
+/// How a closed lead ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Closed {
+    /// Sold.
+    Won,
+    /// Lost, refused or junk.
+    Lost,
+}
+
+/// How a lead ended, by its stage; `None` while it is open.
+///
+/// - amoCRM: every pipeline has the system stages "Closed – Won" (id 142) and "Closed – Lost"
+///   (id 143), the same ids in all pipelines (developers.kommo.com/reference/
+///   leads-pipelines-and-stages).
+/// - Bitrix24 deals: the system stages `WON` (semantics `S`), `LOSE` and `APOLOGY` ("failure
+///   reason analysis", also `F`); in another funnel they read `C<n>:WON`, `C<n>:LOSE`…
+///   (b24restdocs `api-reference/crm/status/crm-status-list.md`, `crm/deals/crm-deal-get.md`
+///   on `STAGE_ID` and `STAGE_SEMANTIC_ID`).
+/// - Bitrix24 CRM leads: `CONVERTED` (success) and `JUNK` (failure) (b24restdocs
+///   `tutorials/crm/how-to-get-lists/how-to-get-stages-with-semantics.md`).
+///
+/// Only these system ids are known here: a portal's own closing stages (`UC_…` with
+/// semantics `S` or `F`) need the stage list to be told apart, and read as open.
+pub fn closed(status_id: &str) -> Option<Closed> {
+    let id = status_id.trim();
+    // `C<n>:` is the funnel prefix of a deal stage outside the default funnel.
+    let stage = match id.split_once(':') {
+        Some((funnel, stage))
+            if funnel.len() > 1
+                && funnel.starts_with('C')
+                && funnel[1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            stage
+        }
+        _ => id,
+    };
+    match stage {
+        "142" | "WON" | "CONVERTED" => Some(Closed::Won),
+        "143" | "LOSE" | "APOLOGY" | "JUNK" => Some(Closed::Lost),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +244,33 @@ mod tests {
         };
         assert_eq!(lead.main_contact().unwrap().id, "1");
         assert!(LeadUpdate::default().is_empty());
+    }
+
+    #[test]
+    fn the_closing_stages_of_both_crms_are_told_apart_from_open_ones() {
+        for won in ["142", "WON", "C1:WON", "C12:WON", "CONVERTED", " WON "] {
+            assert_eq!(closed(won), Some(Closed::Won), "{won}");
+        }
+        for lost in ["143", "LOSE", "APOLOGY", "C1:LOSE", "C7:APOLOGY", "JUNK"] {
+            assert_eq!(closed(lost), Some(Closed::Lost), "{lost}");
+        }
+        for open in [
+            "",
+            "60456942",
+            "1142",
+            "NEW",
+            "C1:NEW",
+            "PREPARATION",
+            "IN_PROCESS",
+            "UC_3ZX1",
+            "won",
+            "X1:WON",
+            "C:WON",
+            "CA:WON",
+            "WON:C1",
+            "C1:C2:WON",
+        ] {
+            assert_eq!(closed(open), None, "{open}");
+        }
     }
 }

@@ -17,7 +17,20 @@ pub use self::forecast::{Forecast, forecast};
 pub use self::month::{Month, MonthError};
 pub use self::plans::{ManagerPlan, PlanFact, Plans, plans};
 
+use std::cmp::Ordering;
+
 use crate::domain::ledger::LedgerRow;
+
+/// Names in order, the missing ones last: a line without a manager or a source goes below
+/// the named ones, and equal figures keep the same order every time.
+fn none_last(a: &Option<String>, b: &Option<String>) -> Ordering {
+    match (a, b) {
+        (Some(a), Some(b)) => a.cmp(b),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    }
+}
 
 /// `fact` as a percentage of `plan`, or `None` when there is no plan to compare with (a
 /// month without leads must not read as 0 % or as infinity).

@@ -6,6 +6,7 @@ pub mod health;
 pub mod intake;
 pub mod jobs;
 pub mod metrics;
+pub mod scoring;
 pub mod secrets;
 pub mod settings;
 pub mod worker;

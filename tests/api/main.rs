@@ -9,4 +9,5 @@ mod health;
 mod intake;
 mod jobs;
 mod presence;
+mod scoring;
 mod store_contract;

@@ -164,3 +164,74 @@ fn too_little_data_and_a_missing_column_are_clear_errors() {
         stderr(&out)
     );
 }
+
+/// `train --from-crm`: the won and lost leads of the account, read through its API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn train_from_the_crm_reads_the_closed_leads() {
+    use crate::support::amocrm::{self as emu, AmoEmulator, NewLead};
+    let amo = AmoEmulator::start().await;
+    let start = Utc
+        .with_ymd_and_hms(2025, 3, 1, 0, 0, 0)
+        .unwrap()
+        .timestamp();
+    let brands = ["Сварог", "Fubag", "Kemppi"];
+    for i in 0..30i64 {
+        let won = i % 3 != 0;
+        let mut lead = NewLead::new(&format!("Заявка {i}"))
+            .price(50_000 + i * 1_000)
+            .field(
+                emu::FIELD_BRAND,
+                serde_json::json!(brands[(i % 3) as usize]),
+            );
+        lead.status_id = if won {
+            emu::STATUS_WON
+        } else {
+            emu::STATUS_LOST
+        };
+        lead.created_at = Some(start + i * 86_400);
+        lead.updated_at = Some(start + i * 86_400 + 3_600);
+        amo.seed_lead(lead);
+    }
+    // One open lead: it has no outcome to learn from.
+    amo.seed_lead(NewLead::new("Открытая"));
+
+    // The shipped rules, with the least data lowered for a small account.
+    let mut robot = Robot::new(Backend::Sqlite);
+    let config = robot.dir.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    for file in ["robot.toml", "scoring.toml"] {
+        let text =
+            std::fs::read_to_string(crate::process::repo().join("config").join(file)).unwrap();
+        let text = text
+            .replace("min_leads = 500", "min_leads = 20")
+            .replace("min_won = 30", "min_won = 5");
+        std::fs::write(config.join(file), text).unwrap();
+    }
+    robot.env.extend([
+        ("ROBOT_CONFIG_DIR".to_owned(), config.display().to_string()),
+        (
+            "ROBOT_AMOCRM_BASE_URL".to_owned(),
+            amo.base_url().to_owned(),
+        ),
+        ("ROBOT_AMOCRM_TOKEN".to_owned(), amo.long_lived_token()),
+    ]);
+    let out = tokio::task::spawn_blocking(move || {
+        let out = robot.run(&["train", "--from-crm", "--since", "2025-01-01"]);
+        (out, robot)
+    })
+    .await
+    .unwrap();
+    let (out, robot) = out;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stderr(&out).contains("31 leads created since 2025-01-01, 30 of them won or lost"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("learned from all 30 leads"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(robot.dir.path().join("scoring-model.json").exists());
+}

@@ -8,9 +8,9 @@ use sales_robot::adapters::amocrm::api::{AmoCrm, FieldMapping};
 use sales_robot::adapters::amocrm::oauth::Credentials;
 use sales_robot::adapters::crm::fields::FieldRef;
 use sales_robot::adapters::crm::http::Retries;
-use sales_robot::adapters::crm::{Crm, CrmError, LeadFilter};
+use sales_robot::adapters::crm::{Client, Crm, CrmError, LeadFilter};
 use sales_robot::adapters::store::Store;
-use sales_robot::domain::lead::{FieldValue, LeadUpdate};
+use sales_robot::domain::lead::{Closed, FieldValue, LeadUpdate, closed};
 use sales_robot::domain::task::{EntityRef, NewTask, TaskKind};
 use secrecy::SecretString;
 use serde_json::json;
@@ -417,4 +417,159 @@ async fn a_429_storm_is_waited_out_without_getting_the_account_blocked() {
         !amo.blocked(),
         "backing off kept the account from the 403 block"
     );
+}
+
+#[tokio::test]
+async fn a_client_history_is_every_lead_of_the_company_or_of_the_contact() {
+    let amo = AmoEmulator::start().await;
+    let company = amo.seed_company("ООО Сварка-Про");
+    let other = amo.seed_company("ООО Другие");
+    let olga = amo.seed_contact(NewContact::new("Ольга Смирнова").phone("+79161234567"));
+    let won = amo.seed_lead(
+        NewLead::new("Аппараты, первая поставка")
+            .price(240_000)
+            .status(emu::STATUS_WON)
+            .company(company)
+            .created_at(1_750_000_000),
+    );
+    let lost = amo.seed_lead(
+        NewLead::new("Электроды")
+            .price(30_000)
+            .status(emu::STATUS_LOST)
+            .loss_reason(emu::LOSS_TOO_EXPENSIVE)
+            .company(company),
+    );
+    let open = amo.seed_lead(
+        NewLead::new("Проволока")
+            .status(emu::STATUS_NEGOTIATION)
+            .company(company)
+            .contact(olga),
+    );
+    amo.seed_lead(
+        NewLead::new("Чужая заявка")
+            .company(other)
+            .status(emu::STATUS_WON),
+    );
+    let her_own = amo.seed_lead(NewLead::new("Ольга, лично").contact(olga));
+    let crm = long_lived(&amo).await;
+
+    let before = amo.api_request_count();
+    let mut leads = crm
+        .client_leads(&Client::Company(company.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(
+        amo.api_request_count() - before,
+        2,
+        "the company with its lead ids, then the leads: {:?}",
+        amo.requests()
+    );
+    leads.sort_by_key(|l| l.id.parse::<i64>().unwrap());
+    let ids: Vec<String> = leads.iter().map(|l| l.id.clone()).collect();
+    assert_eq!(ids, [won, lost, open].map(|id| id.to_string()));
+    let outcomes: Vec<Option<Closed>> = leads.iter().map(|l| closed(&l.status_id)).collect();
+    assert_eq!(outcomes, [Some(Closed::Won), Some(Closed::Lost), None]);
+    assert_eq!(leads[0].budget, Some(240_000.0));
+    assert_eq!(leads[0].created_at, 1_750_000_000);
+    assert!(
+        leads
+            .iter()
+            .all(|l| l.pipeline_id == emu::PIPELINE_SALES.to_string())
+    );
+    assert_eq!(leads[2].budget, None, "no price is no budget");
+
+    let before = amo.api_request_count();
+    let mut hers: Vec<String> = crm
+        .client_leads(&Client::Contact(olga.to_string()))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    hers.sort();
+    assert_eq!(hers, [open, her_own].map(|id| id.to_string()));
+    assert_eq!(amo.api_request_count() - before, 2);
+}
+
+#[tokio::test]
+async fn a_client_without_leads_or_missing_costs_one_request_and_a_bad_id_none() {
+    let amo = AmoEmulator::start().await;
+    let idle = amo.seed_company("ООО Без заявок");
+    let crm = long_lived(&amo).await;
+    for client in [
+        Client::Company(idle.to_string()),
+        Client::Company("999999999".into()),
+        Client::Contact(emu::CONTACT_ALEXEY.to_string()),
+        Client::Contact("999999999".into()),
+    ] {
+        let before = amo.api_request_count();
+        assert_eq!(
+            crm.client_leads(&client).await.unwrap(),
+            vec![],
+            "{client:?}"
+        );
+        assert_eq!(amo.api_request_count() - before, 1, "{client:?}");
+    }
+    let before = amo.api_request_count();
+    for bad in ["", "0", "12/notes"] {
+        match crm.client_leads(&Client::Company(bad.into())).await {
+            Err(CrmError::Rejected(_)) => {}
+            other => panic!("{bad:?}: expected Rejected, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        amo.api_request_count(),
+        before,
+        "nothing is sent for a bad id"
+    );
+}
+
+#[tokio::test]
+async fn a_client_with_more_leads_than_a_page_gets_them_all() {
+    let amo = AmoEmulator::start().await;
+    let company = amo.seed_company("АО «Большой клиент»");
+    for i in 0..260 {
+        let status = match i % 3 {
+            0 => emu::STATUS_WON,
+            1 => emu::STATUS_LOST,
+            _ => emu::STATUS_FIRST_CONTACT,
+        };
+        amo.seed_lead(
+            NewLead::new(&format!("Заявка {i}"))
+                .company(company)
+                .status(status),
+        );
+    }
+    amo.seed_lead(NewLead::new("Без компании"));
+    let crm = long_lived(&amo).await;
+    let (before, seen) = (amo.api_request_count(), amo.request_count());
+    let leads = crm
+        .client_leads(&Client::Company(company.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(leads.len(), 260);
+    let won = leads
+        .iter()
+        .filter(|l| closed(&l.status_id) == Some(Closed::Won))
+        .count();
+    assert_eq!(won, 87);
+    let pages: Vec<usize> = amo
+        .requests()
+        .iter()
+        .skip(seen)
+        .filter(|r| r.path == "/api/v4/leads")
+        .map(|r| {
+            r.query
+                .as_deref()
+                .unwrap_or_default()
+                .matches("filter")
+                .count()
+        })
+        .collect();
+    assert_eq!(
+        pages,
+        [250, 10],
+        "250 ids a request, each answered in one page"
+    );
+    assert_eq!(amo.api_request_count() - before, 3);
 }

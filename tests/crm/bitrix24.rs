@@ -9,9 +9,9 @@ use sales_robot::adapters::bitrix24::api::{
     Access, B24Entity, Bitrix24, FieldMapping, RATE, TodoVia,
 };
 use sales_robot::adapters::crm::fields::FieldRef;
-use sales_robot::adapters::crm::{Crm, CrmError, LeadFilter};
+use sales_robot::adapters::crm::{Client, Crm, CrmError, LeadFilter};
 use sales_robot::adapters::store::Store;
-use sales_robot::domain::lead::{FieldValue, LeadUpdate};
+use sales_robot::domain::lead::{Closed, FieldValue, LeadUpdate, closed};
 use sales_robot::domain::task::{EntityKind, EntityRef, NewTask, TaskKind};
 use secrecy::SecretString;
 use serde_json::json;
@@ -19,10 +19,13 @@ use serde_json::json;
 use crate::helpers::{fast, store};
 use crate::support::bitrix24::{AuthKind, B24Emulator};
 
-/// Seeded by the emulator: contacts 201–203 (203 is Андрей Кузнецов), company 11.
+/// Seeded by the emulator: contacts 201–203 (203 is Андрей Кузнецов), companies 11–13.
 const KUZNETSOV: i64 = 203;
 const SOKOLOVA: i64 = 201;
 const SVARKA: i64 = 11;
+const URAL: i64 = 12;
+/// ИП Кузнецов: a company with no deals.
+const KUZNETSOV_CO: i64 = 13;
 
 fn mapping() -> FieldMapping {
     let refs = |pairs: &[(&str, &str)]| {
@@ -884,5 +887,180 @@ async fn the_stages_of_crm_leads_are_the_lead_statuses() {
         !methods(&emu).iter().any(|m| m.contains("category")),
         "no funnels are asked for: {:?}",
         methods(&emu)
+    );
+}
+
+#[tokio::test]
+async fn a_client_history_is_every_deal_of_the_company_or_of_the_primary_contact() {
+    let emu = B24Emulator::start().await;
+    let won = emu.seed_deal(json!({
+        "TITLE": "Аппараты, первая поставка",
+        "COMPANY_ID": SVARKA,
+        "STAGE_ID": "WON",
+        "OPPORTUNITY": 240000,
+        "CONTACT_IDS": [KUZNETSOV],
+        "DATE_CREATE": "2025-06-15T12:00:00+03:00",
+    }));
+    // Lost in the other funnel: the stage carries its prefix.
+    let lost = emu.seed_deal(json!({
+        "TITLE": "Повторная поставка",
+        "COMPANY_ID": SVARKA,
+        "CATEGORY_ID": 1,
+        "STAGE_ID": "C1:LOSE",
+        "OPPORTUNITY": 30000,
+    }));
+    let open = emu.seed_deal(json!({
+        "TITLE": "Проволока",
+        "COMPANY_ID": SVARKA,
+        "STAGE_ID": "PREPARATION",
+        "CONTACT_IDS": [SOKOLOVA, KUZNETSOV],
+    }));
+    emu.seed_deal(json!({"TITLE": "Чужая сделка", "COMPANY_ID": URAL, "STAGE_ID": "WON"}));
+    emu.seed_lead(json!({"TITLE": "Лид той же компании", "COMPANY_ID": SVARKA}));
+    let crm = client(&emu).await;
+
+    emu.clear_requests();
+    let leads = crm
+        .client_leads(&Client::Company(SVARKA.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(methods(&emu), ["crm.deal.list"], "one page, one request");
+    let params = &emu.requests()[0].params;
+    assert_eq!(params["filter"]["COMPANY_ID"], json!(SVARKA));
+    let select = params["select"].to_string();
+    assert!(
+        select.contains("STAGE_ID") && !select.contains("UF_") && !select.contains('*'),
+        "only the fields the history needs: {select}"
+    );
+    let ids: Vec<String> = leads.iter().map(|l| l.id.clone()).collect();
+    assert_eq!(ids, [won, lost, open].map(|id| id.to_string()));
+    let outcomes: Vec<Option<Closed>> = leads.iter().map(|l| closed(&l.status_id)).collect();
+    assert_eq!(outcomes, [Some(Closed::Won), Some(Closed::Lost), None]);
+    assert_eq!(leads[0].budget, Some(240_000.0));
+    assert_eq!(
+        leads[0].created_at,
+        chrono::DateTime::parse_from_rfc3339("2025-06-15T12:00:00+03:00")
+            .unwrap()
+            .timestamp()
+    );
+    let pipelines: Vec<&str> = leads.iter().map(|l| l.pipeline_id.as_str()).collect();
+    assert_eq!(pipelines, ["0", "1", "0"]);
+    assert!(
+        leads
+            .iter()
+            .all(|l| l.fields.is_empty() && l.contacts.is_empty())
+    );
+
+    // By `CONTACT_ID` the list finds the deals where the person is the primary contact only:
+    // Кузнецов is the second contact of `open` (see `client_leads`).
+    emu.clear_requests();
+    let his: Vec<String> = crm
+        .client_leads(&Client::Contact(KUZNETSOV.to_string()))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(his, [won.to_string()]);
+    let hers: Vec<String> = crm
+        .client_leads(&Client::Contact(SOKOLOVA.to_string()))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(hers, [open.to_string()]);
+    assert_eq!(methods(&emu), ["crm.deal.list", "crm.deal.list"]);
+}
+
+#[tokio::test]
+async fn a_client_without_deals_costs_one_request_and_a_bad_id_none() {
+    let emu = B24Emulator::start().await;
+    let crm = client(&emu).await;
+    for client in [
+        Client::Company(KUZNETSOV_CO.to_string()),
+        Client::Company("999999".into()),
+        Client::Contact("999999".into()),
+    ] {
+        emu.clear_requests();
+        assert_eq!(
+            crm.client_leads(&client).await.unwrap(),
+            vec![],
+            "{client:?}"
+        );
+        assert_eq!(methods(&emu), ["crm.deal.list"], "{client:?}");
+    }
+    emu.clear_requests();
+    // "0" is Bitrix24's "no company": as a filter it would match every deal without one.
+    for bad in ["0", "", "11 OR 1"] {
+        match crm.client_leads(&Client::Company(bad.into())).await {
+            Err(CrmError::Rejected(_)) => {}
+            other => panic!("{bad:?}: expected Rejected, got {other:?}"),
+        }
+    }
+    assert_eq!(emu.request_count(), 0, "nothing is sent for a bad id");
+}
+
+#[tokio::test]
+async fn a_client_with_more_deals_than_a_page_gets_them_all() {
+    let emu = B24Emulator::start().await;
+    for i in 0..60 {
+        let stage = match i % 3 {
+            0 => "WON",
+            1 => "LOSE",
+            _ => "EXECUTING",
+        };
+        emu.seed_deal(
+            json!({"TITLE": format!("Поставка {i}"), "COMPANY_ID": URAL, "STAGE_ID": stage}),
+        );
+    }
+    emu.seed_deal(json!({"TITLE": "Без компании"}));
+    let crm = client(&emu).await;
+    emu.clear_requests();
+    let leads = crm
+        .client_leads(&Client::Company(URAL.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(leads.len(), 60);
+    let won = leads
+        .iter()
+        .filter(|l| closed(&l.status_id) == Some(Closed::Won))
+        .count();
+    assert_eq!(won, 20);
+    assert_eq!(methods(&emu), ["crm.deal.list", "crm.deal.list"], "50 + 10");
+}
+
+#[tokio::test]
+async fn a_client_history_on_a_lead_portal_is_its_crm_leads() {
+    let emu = B24Emulator::start().await;
+    let converted = emu.seed_lead(json!({"TITLE": "Лид 1", "COMPANY_ID": SVARKA,
+                                          "STATUS_ID": "CONVERTED", "OPPORTUNITY": 85000}));
+    let junk = emu.seed_lead(
+        json!({"TITLE": "Лид 2", "COMPANY_ID": SVARKA, "STATUS_ID": "JUNK",
+                                     "CONTACT_ID": KUZNETSOV}),
+    );
+    let open = emu.seed_lead(json!({"TITLE": "Лид 3", "COMPANY_ID": SVARKA,
+                                     "STATUS_ID": "IN_PROCESS"}));
+    emu.seed_deal(json!({"TITLE": "Сделка той же компании", "COMPANY_ID": SVARKA}));
+    let crm = lead_client(&emu).await;
+    emu.clear_requests();
+    let leads = crm
+        .client_leads(&Client::Company(SVARKA.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(methods(&emu), ["crm.lead.list"]);
+    let ids: Vec<String> = leads.iter().map(|l| l.id.clone()).collect();
+    assert_eq!(ids, [converted, junk, open].map(|id| id.to_string()));
+    let outcomes: Vec<Option<Closed>> = leads.iter().map(|l| closed(&l.status_id)).collect();
+    assert_eq!(outcomes, [Some(Closed::Won), Some(Closed::Lost), None]);
+    assert!(leads.iter().all(|l| l.pipeline_id == "0"));
+    assert_eq!(leads[0].budget, Some(85_000.0));
+    let his = crm
+        .client_leads(&Client::Contact(KUZNETSOV.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(
+        his.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
+        [junk.to_string()]
     );
 }

@@ -180,6 +180,66 @@ async fn the_phone_of_a_contact_comes_from_a_second_read() {
 }
 
 #[tokio::test]
+async fn a_company_or_contact_embeds_the_ids_of_its_leads_when_asked() {
+    let api = Api::start().await;
+    let company = api.emu.seed_company("ООО Сварка-Про");
+    let first = api.emu.seed_lead(
+        NewLead::new("Первая")
+            .company(company)
+            .contact(CONTACT_ALEXEY),
+    );
+    let second = api.emu.seed_lead(NewLead::new("Вторая").company(company));
+    api.emu
+        .seed_lead(NewLead::new("Чужая").company(COMPANY_ROMASHKA));
+
+    let with = json_of(
+        api.get(&format!("/api/v4/companies/{company}?with=leads"))
+            .await,
+    )
+    .await;
+    assert_eq!(ids(&with, "leads"), vec![first, second]);
+    for lead in with["_embedded"]["leads"].as_array().unwrap() {
+        assert!(lead.get("status_id").is_none(), "ids only: {lead}");
+    }
+    let plain = json_of(api.get(&format!("/api/v4/companies/{company}")).await).await;
+    assert!(plain["_embedded"].get("leads").is_none(), "{plain}");
+    let contacts = json_of(
+        api.get(&format!(
+            "/api/v4/companies/{COMPANY_ROMASHKA}?with=contacts"
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!(ids(&contacts, "contacts"), vec![CONTACT_OLGA]);
+
+    let alexey = json_of(
+        api.get(&format!("/api/v4/contacts/{CONTACT_ALEXEY}?with=leads"))
+            .await,
+    )
+    .await;
+    assert_eq!(ids(&alexey, "leads"), vec![first]);
+    let olga = json_of(
+        api.get(&format!("/api/v4/contacts/{CONTACT_OLGA}?with=leads"))
+            .await,
+    )
+    .await;
+    assert_eq!(ids(&olga, "leads"), Vec::<i64>::new());
+
+    // The leads themselves come from the list by id.
+    let list = json_of(
+        api.get(&format!(
+            "/api/v4/leads?filter[id][]={first}&filter[id][]={second}&limit=250"
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!(ids(&list, "leads"), vec![first, second]);
+
+    let missing = api.get("/api/v4/companies/999999999?with=leads").await;
+    assert_eq!(missing.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
 async fn a_patch_is_read_back_and_a_bad_one_changes_nothing() {
     let api = Api::start().await;
     let hour_ago = api.emu.now() - 3600;

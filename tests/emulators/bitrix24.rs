@@ -1067,3 +1067,51 @@ async fn tasks_come_fifty_a_page_and_controlled_ones_wait_for_the_creator() {
     .await;
     assert_eq!(body["result"]["tasks"][0]["status"], "4", "{body}");
 }
+
+#[tokio::test]
+async fn deals_are_listed_by_company_or_by_primary_contact_with_a_narrow_select() {
+    let b24 = B24Emulator::start().await;
+    let hook = b24.webhook_url();
+    let first = b24.seed_deal(json!({"TITLE": "Первая", "COMPANY_ID": 11, "CONTACT_IDS": [203]}));
+    let second =
+        b24.seed_deal(json!({"TITLE": "Вторая", "COMPANY_ID": 11, "CONTACT_IDS": [201, 203]}));
+    b24.seed_deal(json!({"TITLE": "Чужая", "COMPANY_ID": 12, "CONTACT_IDS": [202]}));
+
+    let list = |filter: Value| {
+        let hook = hook.clone();
+        async move {
+            let (status, body) = post_json(
+                &hook,
+                "crm.deal.list",
+                json!({"filter": filter, "select": ["ID", "STAGE_ID", "OPPORTUNITY"],
+                       "order": {"ID": "ASC"}}),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    let body = list(json!({"COMPANY_ID": 11})).await;
+    assert_eq!(body["total"], 2);
+    let rows = body["result"].as_array().unwrap();
+    assert_eq!(rows[0]["ID"], first.to_string());
+    assert_eq!(rows[1]["ID"], second.to_string());
+    let keys: Vec<&String> = rows[0].as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["ID", "OPPORTUNITY", "STAGE_ID"],
+        "only what was selected"
+    );
+
+    // `CONTACT_ID` is the primary contact: 203 is only the second one of `second`.
+    let body = list(json!({"CONTACT_ID": 203})).await;
+    assert_eq!(body["result"].as_array().unwrap().len(), 1);
+    assert_eq!(body["result"][0]["ID"], first.to_string());
+    let body = list(json!({"CONTACT_ID": "201"})).await;
+    assert_eq!(body["result"][0]["ID"], second.to_string());
+    let body = list(json!({"COMPANY_ID": 13})).await;
+    assert_eq!(
+        (body["total"].clone(), body["result"].clone()),
+        (json!(0), json!([]))
+    );
+}

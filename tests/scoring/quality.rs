@@ -100,3 +100,56 @@ fn chances_near_the_oracle_and_forecasts_within_three_percent() {
 /// month's actual is not mostly luck (at 20,000 a month chance alone moves it by about
 /// 2 %, at 4,000 by about 4 %; the seed reports 94–106 %).
 const PER_MONTH: usize = 20_000;
+
+/// The interview's lifetime value: a company with real production that buys small and
+/// often must score above a reseller: its lifetime factor, not only its chance.
+#[test]
+fn learning_value_puts_production_above_a_reseller() {
+    use sales_robot::domain::scoring::{Learn, Value};
+    let start = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+    let mut generator = Generator::new(21, start, 12.0);
+    generator.lifetime = true;
+    let leads: Vec<_> = generator
+        .leads(12, 3_000)
+        .into_iter()
+        .map(|s| s.lead)
+        .collect();
+    let features = synth::features();
+    let margins = synth::margins();
+    let settings = Settings {
+        learn: Learn::Value { months: 12 },
+        ..Settings::default()
+    };
+    let (model, _) = train(&features, &margins, &settings, &leads).unwrap();
+    let company = |activity: &str| {
+        let cat = |s: &str| Some(Value::Category(s.into()));
+        vec![
+            cat("svarka-market.ru"),
+            cat("почта"),
+            cat("Расходные материалы"),
+            cat("Сварог"),
+            cat("Юрлицо"),
+            cat(activity),
+            cat("профильная"),
+            Some(Value::Number(150e6)),
+            Some(Value::Number(0.0)),
+            None,
+        ]
+    };
+    let score =
+        |activity: &str| model.score(&features, &margins, &company(activity), Some(20_000.0));
+    let (production, reseller) = (score("производство"), score("торговля"));
+    eprintln!(
+        "production: chance {:.3}, factor {:.2}, expected {:.0}; reseller: chance {:.3}, factor {:.2}, expected {:.0}",
+        production.probability,
+        production.value_factor,
+        production.expected_profit,
+        reseller.probability,
+        reseller.value_factor,
+        reseller.expected_profit
+    );
+    assert!(production.value_factor > 2.0 * reseller.value_factor);
+    assert!(production.expected_profit > 2.0 * reseller.expected_profit);
+    // The month's forecast stays one sale: the lifetime factor is for the priority only.
+    assert!((production.forecast_profit - 20_000.0 * 0.22 * production.probability).abs() < 1e-6);
+}

@@ -36,6 +36,10 @@
 //!   a wrong client answers 401 "Некорректный клиент" / "Авторизация клиента не прошла" (#235).
 //!   The other hints and the revocation of the old access token on refresh follow
 //!   league/oauth2-server, whose hints those bodies carry.
+//! - A company's or contact's `with=leads` (and a company's `with=contacts`): the linked
+//!   records as bare `{id, _links}`, all of them, since the docs give the embedded list no
+//!   page or cap (developers.kommo.com/reference/get-company and get-contact); a client then
+//!   reads the leads by `filter[id][]`, 250 a page (amocrm/amocrm-api-php#419).
 //! - Limits: 7 requests/s per integration, then 429, then a 403 block served as an nginx HTML
 //!   page (amocrm/amocrm-api-php#318, #434; the docs' "recommendations" page); 250 entities a
 //!   batch (andrey-tech/amocrm-api-php#3); limit at most 250 (amocrm/amocrm-api-php#210).
@@ -1317,15 +1321,16 @@ impl Account {
                 None => Reply::empty(StatusCode::NO_CONTENT),
             },
             ["companies"] if get => {
+                let with = q.with();
                 let items = self
                     .companies
                     .values()
-                    .map(|c| self.render_company(c))
+                    .map(|c| self.render_company(c, &with))
                     .collect();
                 self.paged(q, path, raw_query, "companies", items, false)
             }
             ["companies", cid] if get => match id(cid).and_then(|i| self.companies.get(&i)) {
-                Some(c) => Reply::json(StatusCode::OK, self.render_company(c)),
+                Some(c) => Reply::json(StatusCode::OK, self.render_company(c, &q.with())),
                 None => Reply::empty(StatusCode::NO_CONTENT),
             },
             ["tasks"] if get => self.list_tasks(q, path, raw_query),
@@ -2184,7 +2189,33 @@ impl Account {
         self.paged(q, path, raw_query, "contacts", items, false)
     }
 
-    fn render_company(&self, c: &Company) -> Value {
+    /// `with=leads` and `with=contacts` embed the linked records as bare `{id, _links}`, like a
+    /// contact's `with=leads`: every one of them, since the docs give the embedded lists no
+    /// page or cap (developers.kommo.com/reference/get-company: "GET parameter “with” is
+    /// required" for `_embedded[leads]` and `_embedded[contacts]`).
+    fn render_company(&self, c: &Company, with: &With) -> Value {
+        let mut embedded = Map::new();
+        embedded.insert("tags".into(), json!([]));
+        if with.has("leads") {
+            embedded.insert(
+                "leads".into(),
+                self.leads
+                    .values()
+                    .filter(|l| l.company_id == Some(c.id))
+                    .map(|l| json!({ "id": l.id, "_links": self.href(&format!("/api/v4/leads/{}", l.id)) }))
+                    .collect(),
+            );
+        }
+        if with.has("contacts") {
+            embedded.insert(
+                "contacts".into(),
+                self.contacts
+                    .values()
+                    .filter(|k| k.company_id == Some(c.id))
+                    .map(|k| json!({ "id": k.id, "_links": self.href(&format!("/api/v4/contacts/{}", k.id)) }))
+                    .collect(),
+            );
+        }
         json!({
             "id": c.id,
             "name": c.name,
@@ -2199,7 +2230,7 @@ impl Account {
             "custom_fields_values": null,
             "account_id": ACCOUNT_ID,
             "_links": self.href(&format!("/api/v4/companies/{}", c.id)),
-            "_embedded": { "tags": [] },
+            "_embedded": embedded,
         })
     }
 

@@ -20,6 +20,11 @@
 //! - Lists: `settings/how-to-call-rest-api/list-methods-pecularities.md` and
 //!   `settings/performance/huge-data.md` (50 a page, `start`, `next`, `total`, `start=-1`),
 //!   `api-reference/crm/deals/crm-deal-list.md` (filter prefixes, `order`, `select` masks).
+//! - A client's deals or leads: the list methods filter on the record's own `COMPANY_ID` and
+//!   `CONTACT_ID`, and `crm-deal-list.md` says the filter does not take `CONTACT_IDS`. A deal's
+//!   `CONTACT_ID` is "the contact, deprecated" (`crm-deal-get.md`); taken here as the primary
+//!   one, the first of `CONTACT_IDS`, which `crm.deal.contact.items.get` marks `IS_PRIMARY`
+//!   (assumed), so a deal where the person is a secondary contact is not found by it.
 //! - Methods: `api-reference/crm/deals/crm-deal-{get,list,add,update,fields}.md`,
 //!   `deals/contacts/crm-deal-contact-items-get.md`, `crm/universal/crm-item-{get,update}.md`
 //!   (camelCase, `ufCrm_…`, `fm`), `crm/leads/…`, `crm/contacts/crm-contact-{get,update}.md`

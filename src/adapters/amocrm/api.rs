@@ -5,7 +5,7 @@
 //! embedded contacts that carry only `{id, is_main}`, 204 for an empty list, tasks created as
 //! an array, notes under `/{entity}/{id}/notes`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,7 +17,7 @@ use tokio::sync::OnceCell;
 use super::oauth::{Credentials, Tokens};
 use crate::adapters::crm::fields::{AccountField, FieldRef, ResolvedFields};
 use crate::adapters::crm::http::{Limiter, Retries, retry_after};
-use crate::adapters::crm::{Crm, CrmError, LeadFilter, merged};
+use crate::adapters::crm::{Client, Crm, CrmError, LeadFilter, merged};
 use crate::adapters::store::Store;
 use crate::domain::lead::{Company, Contact, FieldValue, Fields, Lead, LeadUpdate};
 use crate::domain::manager::Manager;
@@ -534,6 +534,26 @@ impl AmoCrm {
             .await
             .map(|_| ())
     }
+
+    /// The leads of `ids` as `GET /api/v4/leads?filter[id][]=…` lists them, one request per
+    /// 250 ids: a page of 250 holds all of them, so no second page is asked for. Unknown and
+    /// deleted leads are simply not in the answer.
+    async fn leads_by_id(&self, ids: &[String]) -> Result<Vec<Value>, CrmError> {
+        let mut leads = Vec::new();
+        for chunk in ids.chunks(PAGE) {
+            let mut query: Vec<(String, String)> = chunk
+                .iter()
+                .map(|id| ("filter[id][]".to_owned(), id.clone()))
+                .collect();
+            query.push(("limit".into(), PAGE.to_string()));
+            let found = self
+                .get("/api/v4/leads", &query)
+                .await?
+                .unwrap_or(Value::Null);
+            leads.extend_from_slice(embedded(&found, "leads"));
+        }
+        Ok(leads)
+    }
 }
 
 fn task_type(kind: TaskKind) -> u64 {
@@ -644,21 +664,16 @@ impl Crm for AmoCrm {
         let mut refused = Vec::new();
         for chunk in updates.chunks(BATCH) {
             // The current tags of the chunk's leads that get more, in one read.
-            let mut query: Vec<(String, String)> = chunk
+            let growing: Vec<String> = chunk
                 .iter()
                 .filter(|(_, u)| !u.add_tags.is_empty())
-                .map(|(id, _)| ("filter[id][]".to_owned(), id.clone()))
+                .map(|(id, _)| id.clone())
                 .collect();
             let mut tags: HashMap<String, Vec<String>> = HashMap::new();
-            if !query.is_empty() {
-                query.push(("limit".into(), PAGE.to_string()));
-                let found = self
-                    .get("/api/v4/leads", &query)
-                    .await?
-                    .unwrap_or(Value::Null);
-                for lead in embedded(&found, "leads") {
+            if !growing.is_empty() {
+                for lead in self.leads_by_id(&growing).await? {
                     if let Some(id) = lead.get("id").and_then(id_of) {
-                        tags.insert(id, tag_names(lead));
+                        tags.insert(id, tag_names(&lead));
                     }
                 }
             }
@@ -729,6 +744,37 @@ impl Crm for AmoCrm {
         Ok(items
             .iter()
             .filter_map(|v| Self::read_lead(v, &resolved.leads))
+            .collect())
+    }
+
+    async fn client_leads(&self, client: &Client) -> Result<Vec<Lead>, CrmError> {
+        let id = client.checked_id()?;
+        let entity = match client {
+            Client::Company(_) => "companies",
+            Client::Contact(_) => "contacts",
+        };
+        // `with=leads` embeds the linked leads' ids, nothing more, and the docs give that list
+        // no page or cap (developers.kommo.com/reference/get-company and get-contact,
+        // `_embedded[leads]`). Their stages and budgets come from the leads listing by id, as
+        // integrators do it (amocrm/amocrm-api-php#419). A missing record answers 204.
+        let with = [("with".to_owned(), "leads".to_owned())];
+        let Some(record) = self.get(&format!("/api/v4/{entity}/{id}"), &with).await? else {
+            return Ok(Vec::new());
+        };
+        let mut seen = HashSet::new();
+        let ids: Vec<String> = embedded(&record, "leads")
+            .iter()
+            .filter_map(|lead| lead.get("id").and_then(id_of))
+            .filter(|id| seen.insert(id.clone()))
+            .collect();
+        // No custom fields: the history needs none, and mapping them costs the account's
+        // field lists the first time.
+        let none = ResolvedFields::default();
+        Ok(self
+            .leads_by_id(&ids)
+            .await?
+            .iter()
+            .filter_map(|v| Self::read_lead(v, &none))
             .collect())
     }
 

@@ -53,6 +53,46 @@ pub struct LeadFilter {
     pub responsible_user_id: Option<String>,
 }
 
+/// Whose leads to read: a company, or a person by one of their contacts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Client {
+    /// A company, by its id in the CRM.
+    Company(String),
+    /// A contact (a person), by its id in the CRM.
+    Contact(String),
+}
+
+impl Client {
+    /// Whose lead it is: its company's, else its main contact's; `None` for a lead with
+    /// neither.
+    pub fn of(lead: &Lead) -> Option<Client> {
+        match (&lead.company, lead.contacts.first()) {
+            (Some(company), _) => Some(Client::Company(company.id.clone())),
+            (None, Some(contact)) => Some(Client::Contact(contact.id.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// The CRM's id of the company or contact.
+    pub fn id(&self) -> &str {
+        match self {
+            Client::Company(id) | Client::Contact(id) => id,
+        }
+    }
+
+    /// The id as both CRMs write theirs, a positive integer; anything else is refused before
+    /// a request is sent (Bitrix24 would read "0" as "no company" and match every lead
+    /// without one, and an id goes into amoCRM's URL path).
+    pub fn checked_id(&self) -> Result<&str, CrmError> {
+        let id = self.id().trim();
+        if id.bytes().all(|b| b.is_ascii_digit()) && id.bytes().any(|b| b != b'0') {
+            Ok(id)
+        } else {
+            Err(CrmError::Rejected(format!("{self:?}: not a CRM id")))
+        }
+    }
+}
+
 /// The non-empty updates of `updates`, one per lead, in the order each lead first comes:
 /// later values win, tags and fields add up. A batch then never carries a lead twice, so no
 /// change of it depends on how the CRM orders the elements of one request, and a lead whose
@@ -102,6 +142,11 @@ pub trait Crm: Send + Sync {
     async fn update_leads(&self, updates: &[(String, LeadUpdate)]) -> Result<(), CrmError>;
     /// Leads matching the filter, every page to the end.
     async fn leads(&self, filter: &LeadFilter) -> Result<Vec<Lead>, CrmError>;
+    /// Every lead of the client (all pipelines, open and closed), every page: the client's
+    /// history. Each lead has its id, name, stage, pipeline, budget, manager and dates;
+    /// contacts, company and custom fields are not read, to keep it to the fewest requests.
+    /// A client that does not exist has no leads.
+    async fn client_leads(&self, client: &Client) -> Result<Vec<Lead>, CrmError>;
     /// Creates a task; returns its id.
     async fn create_task(&self, task: &NewTask) -> Result<String, CrmError>;
     /// Marks a task done, with a result text.
@@ -130,6 +175,21 @@ pub trait Crm: Send + Sync {
 mod tests {
     use super::*;
     use crate::domain::lead::FieldValue;
+
+    #[test]
+    fn a_client_id_is_a_positive_integer() {
+        assert_eq!(Client::Company(" 11 ".into()).checked_id().unwrap(), "11");
+        assert_eq!(Client::Contact("203".into()).checked_id().unwrap(), "203");
+        for bad in ["", "0", "00", "-1", "1/../2", "12a"] {
+            assert!(
+                matches!(
+                    Client::Company(bad.into()).checked_id(),
+                    Err(CrmError::Rejected(_))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn updates_of_one_lead_merge_in_order_and_empty_ones_go() {

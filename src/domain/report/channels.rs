@@ -3,7 +3,6 @@
 //! rouble. From the seed interview: "Маркетинг, вы получили миллион — покажите мне, на какую
 //! потенциальную прибыль эти лиды?"
 
-use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 
 use crate::domain::ledger::LedgerRow;
@@ -159,22 +158,15 @@ pub fn channels(rows: &[LedgerRow], spend: &[Spend]) -> Channels {
             }
         })
         .collect();
-    rows.sort_by(|a, b| unknown_last(&a.source, &b.source).then_with(|| a.channel.cmp(&b.channel)));
+    rows.sort_by(|a, b| {
+        super::none_last(&a.source, &b.source).then_with(|| a.channel.cmp(&b.channel))
+    });
     Channels { rows, total }
 }
 
 /// A source or channel that says something: a blank one is as good as none.
 fn known(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|v| !v.trim().is_empty())
-}
-
-fn unknown_last(a: &Option<String>, b: &Option<String>) -> Ordering {
-    match (a, b) {
-        (Some(a), Some(b)) => a.cmp(b),
-        (Some(_), None) => Ordering::Less,
-        (None, Some(_)) => Ordering::Greater,
-        (None, None) => Ordering::Equal,
-    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! closed. From the seed interview: "Вася получил 40 лидов, которые по прошлому году в
 //! среднем закрывались на миллион… твой план — миллион".
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use crate::domain::ledger::LedgerRow;
@@ -75,19 +74,9 @@ pub fn plans(rows: &[LedgerRow]) -> Plans {
         b.figures
             .plan
             .total_cmp(&a.figures.plan)
-            .then_with(|| by_id_nobody_last(&a.manager_id, &b.manager_id))
+            .then_with(|| super::none_last(&a.manager_id, &b.manager_id))
     });
     Plans { managers, total }
-}
-
-/// Equal plans go by id, so that the order is the same every time; nobody's leads last.
-fn by_id_nobody_last(a: &Option<String>, b: &Option<String>) -> Ordering {
-    match (a, b) {
-        (Some(a), Some(b)) => a.cmp(b),
-        (Some(_), None) => Ordering::Less,
-        (None, Some(_)) => Ordering::Greater,
-        (None, None) => Ordering::Equal,
-    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,9 @@ pub mod train;
 pub mod write_back;
 
 pub use assessment::{Assessment, Scorer};
-pub use feature::{Derived, Feature, FeatureKind, History, Observation, Okved, Source, Value};
+pub use feature::{
+    Derived, Feature, FeatureKind, History, Observation, Okved, Source, Value, observe,
+};
 pub use margin::Margins;
 pub use model::{Learn, Model, Score};
 pub use priorities::{Decision, PriorityRules, Refusal};

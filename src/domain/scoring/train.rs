@@ -6,11 +6,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::encode::Encoder;
-use super::feature::{Feature, Observation};
+use super::feature::{Feature, History, Observation, Okved, observe};
 use super::glm::{self, Coefficients, Design, Family};
 use super::margin::Margins;
 use super::metrics::{self, Decile};
 use super::model::{Learn, Model, Trained};
+use crate::domain::lead::{Closed, Lead, closed};
 
 /// One past lead: what was known, and how it ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +28,23 @@ pub struct PastLead {
 }
 
 impl PastLead {
+    /// A closed lead of the CRM as a past lead: its features as the robot sees them and
+    /// its outcome by its stage (won is one sale); `None` while it is open.
+    pub fn from_crm(
+        features: &[Feature],
+        okved: &Okved,
+        lead: &Lead,
+        history: History,
+    ) -> Option<PastLead> {
+        let won = closed(&lead.status_id)? == Closed::Won;
+        Some(PastLead {
+            created_at: DateTime::from_timestamp(lead.created_at, 0).unwrap_or_default(),
+            observation: observe(features, lead, okved, history),
+            budget: lead.budget,
+            won: if won { 1.0 } else { 0.0 },
+        })
+    }
+
     /// Whether it was won.
     pub fn is_won(&self) -> bool {
         self.won > 0.0
