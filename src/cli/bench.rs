@@ -11,6 +11,7 @@ use anyhow::{Context as _, bail};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
+use super::bench_scoring;
 use crate::adapters::store::{Location, Store, StoreSettings};
 use crate::domain::retry::RetryPolicy;
 use crate::service::app::Application;
@@ -22,6 +23,10 @@ use crate::service::settings::{AmocrmAccount, Settings};
 pub enum BenchWhat {
     /// Webhooks per second and latency of the intake, against a trivial route.
     Intake(IntakeArgs),
+    /// Write synthetic past leads with their true chances as CSV, to compare models on.
+    Leads(bench_scoring::LeadsArgs),
+    /// Training time and leads scored per second, in-process on one thread.
+    Scoring(bench_scoring::ScoringArgs),
 }
 
 /// Which backends to measure.
@@ -63,6 +68,8 @@ pub struct IntakeArgs {
 pub async fn run(what: BenchWhat) -> anyhow::Result<()> {
     match what {
         BenchWhat::Intake(args) => intake(args).await,
+        BenchWhat::Leads(args) => bench_scoring::leads(args),
+        BenchWhat::Scoring(args) => bench_scoring::scoring(args),
     }
 }
 

@@ -2,6 +2,7 @@
 //! errors are `anyhow` here and nowhere below.
 
 pub mod bench;
+pub mod bench_scoring;
 pub mod context;
 pub mod crm;
 pub mod dead;
@@ -77,7 +78,7 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Score leads: a CSV file gets each lead's chance, expected profit, priority and reasons.
     Score(score::ScoreArgs),
-    /// Measure the robot's speed.
+    /// Measure the robot's speed, or write synthetic leads to measure its scoring on.
     Bench {
         /// What to measure.
         #[command(subcommand)]

@@ -1,10 +1,11 @@
 //! The binary as a person runs it: `serve` killed and restarted, stopped with SIGTERM,
-//! `replay`, `check-config`, `dead`, `report`.
+//! `replay`, `check-config`, `dead`, `report`, `train`/`score`, `bench leads`.
 
 mod process;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod bench;
 mod check_config;
 mod crash;
 mod crm;
