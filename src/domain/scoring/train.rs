@@ -91,7 +91,7 @@ impl Default for Settings {
             holdout: 0.2,
             min_leads: 500,
             min_won: 30,
-            bands: 8,
+            bands: 32,
             lambdas: vec![0.3, 1.0, 3.0, 10.0, 30.0, 100.0],
         }
     }
