@@ -201,6 +201,7 @@ fn concerns_scoring(kind: &EventKind) -> bool {
         EventKind::LeadCreated { .. }
             | EventKind::LeadUpdated { .. }
             | EventKind::LeadStatusChanged { .. }
+            | EventKind::LeadResponsibleChanged { .. }
             | EventKind::LeadRestored
             | EventKind::UnsortedCreated { .. }
     )
@@ -258,8 +259,8 @@ fn fact_of(
 }
 
 impl ScoreLeads {
-    /// A digest of everything the score depends on: the features, the budget, the tags and
-    /// the facts the refusals read. The robot's own priority tag is left out, so that the
+    /// A digest of everything the score and its ledger row depend on: the features, the
+    /// budget, the tags, the facts the refusals read and the manager. The robot's own priority tag is left out, so that the
     /// echo of writing it does not look like a change.
     fn fingerprint(&self, observation: &Observation, lead: &Lead) -> String {
         let rules = &self.setup.rules;
@@ -284,8 +285,10 @@ impl ScoreLeads {
             .filter(|f| *f != "tags")
             .map(|f| (f, facts.get(f)))
             .collect();
+        // The manager too: a lead handed over by hand counts in the new manager's plan.
         let text = serde_json::json!({
             "features": observation, "budget": lead.budget, "tags": tags, "facts": read,
+            "responsible": lead.responsible_user_id,
         })
         .to_string();
         hex::encode(Sha256::digest(text.as_bytes()))

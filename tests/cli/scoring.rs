@@ -235,3 +235,50 @@ async fn train_from_the_crm_reads_the_closed_leads() {
     );
     assert!(robot.dir.path().join("scoring-model.json").exists());
 }
+
+/// `score --lead ID`: one lead of the CRM, explained, and nothing written to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn score_lead_explains_one_lead_of_the_crm() {
+    use crate::support::amocrm::{self as emu, AmoEmulator, NewLead};
+    let amo = AmoEmulator::start().await;
+    let company = amo.seed_company("ООО Металлоконструкции");
+    let lead = amo.seed_lead(
+        NewLead::new("Сварочные полуавтоматы")
+            .price(400_000)
+            .company(company)
+            .field(emu::FIELD_BRAND, serde_json::json!("Сварог")),
+    );
+    let mut robot = Robot::new(Backend::Sqlite);
+    robot.env.extend([
+        (
+            "ROBOT_AMOCRM_BASE_URL".to_owned(),
+            amo.base_url().to_owned(),
+        ),
+        ("ROBOT_AMOCRM_TOKEN".to_owned(), amo.long_lived_token()),
+    ]);
+    let deals = robot.dir.path().join("deals.csv");
+    export(&deals, 12, 300);
+    let out = tokio::task::spawn_blocking(move || {
+        let trained = robot.run(&["train", "--deals", deals.to_str().unwrap()]);
+        assert!(trained.status.success(), "{}", stderr(&trained));
+        robot.run(&["score", "--lead", &lead.to_string()])
+    })
+    .await
+    .unwrap();
+    let printed = stdout(&out);
+    assert!(out.status.success(), "{printed}{}", stderr(&out));
+    assert!(printed.contains("«Сварочные полуавтоматы»"), "{printed}");
+    assert!(printed.contains("expected profit"), "{printed}");
+    assert!(printed.contains("400 000 ₽"), "{printed}");
+    assert!(printed.contains("margin 22 %"), "{printed}");
+    assert!(
+        printed.contains("Бренд") && printed.contains("Сварог"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("Клиент") && printed.contains("Юрлицо"),
+        "{printed}"
+    );
+    let writes = amo.requests().iter().filter(|r| r.method != "GET").count();
+    assert_eq!(writes, 0, "explaining writes nothing");
+}
