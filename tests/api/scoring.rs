@@ -215,3 +215,136 @@ async fn a_new_lead_is_scored_into_the_crm_and_the_ledger() {
     .expect("the won profit, 900 000 ₽ × 22 %, is in the ledger");
     app.stop().await;
 }
+
+/// The same on Bitrix24: a deal's event in, the deal scored into its fields and the ledger,
+/// the echo writing nothing, a won deal's profit in the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_bitrix24_deal_is_scored_into_the_crm_and_the_ledger() {
+    use sales_robot::adapters::bitrix24::api::{
+        Access, Bitrix24, FieldMapping as B24Mapping, RATE,
+    };
+    use sales_robot::config::TodoVia;
+
+    use crate::helpers::B24_TOKEN;
+    use crate::support::bitrix24::B24Emulator;
+
+    let b24 = B24Emulator::start().await;
+    let company = b24.seed_company(json!({"TITLE": "ООО Сварка-Урал"}));
+    let deal = b24.seed_deal(
+        json!({"TITLE": "Генератор на объект", "OPPORTUNITY": "300000", "COMPANY_ID": company}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(Backend::Sqlite, dir.path()).await;
+    let mapping = B24Mapping {
+        leads: [
+            ("score".to_owned(), FieldRef::parse("UF_CRM_SCORE")),
+            (
+                "expected_profit".to_owned(),
+                FieldRef::parse("UF_CRM_EXPECTED_PROFIT"),
+            ),
+        ]
+        .into(),
+        ..B24Mapping::default()
+    };
+    let access = Access::Webhook(SecretString::from(b24.webhook_url()));
+    let crm = Arc::new(Bitrix24::new(
+        access,
+        store,
+        RATE,
+        mapping,
+        TodoVia::Activity,
+    ));
+    // The portal's «Приоритет» is a list of words, not a number: this account keeps the
+    // priority in the tag only, and deals have no tags without a mapped field.
+    let mut setup = setup();
+    let mut rules = (*setup.rules).clone();
+    rules.write.priority = None;
+    setup.rules = Arc::new(rules);
+    let handler = Arc::new(ScoreLeads::new(
+        crm.clone(),
+        setup,
+        Source::Bitrix24,
+        "deal",
+    ));
+    let app = spawn_app_with(Backend::Sqlite, handler, |_| {}).await;
+    let event = |name: &str, ts: i64| {
+        format!(
+            "event={name}&data[FIELDS][ID]={deal}&ts={ts}&auth[domain]=robotdemo.bitrix24.ru\
+             &auth[member_id]=m&auth[application_token]={B24_TOKEN}"
+        )
+    };
+    let updates = |b24: &B24Emulator| {
+        b24.requests()
+            .iter()
+            .filter(|r| {
+                r.method_name.eq_ignore_ascii_case("crm.deal.update")
+                    || r.params.to_string().contains("crm.deal.update")
+            })
+            .count()
+    };
+
+    assert_eq!(
+        app.post_bitrix24(event("ONCRMDEALADD", 1_763_900_000))
+            .await
+            .status(),
+        200
+    );
+    app.wait_for_journal(1, 20).await;
+    let shown = b24.deal(deal).unwrap();
+    let number = |v: &Value| v.as_f64().or_else(|| v.as_str()?.parse().ok());
+    let chance = number(&shown["UF_CRM_SCORE"]).expect("the chance is written");
+    let profit = number(&shown["UF_CRM_EXPECTED_PROFIT"]).expect("the expected profit is written");
+    assert!(chance > 1.0 && chance < 99.0, "{chance}");
+    // No brand: the default margin, 18 %.
+    assert!(
+        (profit - 300_000.0 * 0.18 * chance / 100.0).abs() < 100.0,
+        "{profit}"
+    );
+    assert_eq!(updates(&b24), 1);
+
+    assert_eq!(
+        app.post_bitrix24(event("ONCRMDEALUPDATE", 1_763_900_060))
+            .await
+            .status(),
+        200
+    );
+    app.wait_for_journal(2, 20).await;
+    assert_eq!(updates(&b24), 1, "the echo wrote nothing");
+
+    crm.update_lead(
+        &deal.to_string(),
+        &LeadUpdate {
+            status_id: Some("WON".into()),
+            ..LeadUpdate::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        app.post_bitrix24(event("ONCRMDEALUPDATE", 1_763_900_600))
+            .await
+            .status(),
+        200
+    );
+    let store = app.store.clone();
+    eventually(20, || {
+        let store = store.clone();
+        async move {
+            let rows = store
+                .ledger(
+                    Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap(),
+                    Utc.with_ymd_and_hms(2100, 1, 1, 0, 0, 0).unwrap(),
+                )
+                .await
+                .unwrap();
+            rows.len() == 1
+                && rows[0]
+                    .outcome
+                    .as_ref()
+                    .is_some_and(|o| o.won && (o.profit - 54_000.0).abs() < 1.0)
+        }
+    })
+    .await
+    .expect("the won profit, 300 000 ₽ × 18 %, is in the ledger");
+    app.stop().await;
+}
