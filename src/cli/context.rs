@@ -21,6 +21,7 @@ use crate::config::{
 use crate::domain::event::Source;
 use crate::domain::rate::Rate;
 use crate::domain::retry::RetryPolicy;
+use crate::service::catchup::CatchUp;
 use crate::service::entities::LoadEntity;
 use crate::service::jobs::EventHandler;
 use crate::service::jobs::{Jobs, Journal};
@@ -380,6 +381,46 @@ impl Context {
             rules: Arc::new(rules),
             model: Arc::new(model),
         }))
+    }
+}
+
+impl Context {
+    /// The catch-up of the connected CRM into `jobs`, with how often it runs; `None` when
+    /// no CRM is connected or `[catchup] every` is zero.
+    pub fn catchup(
+        &self,
+        store: &Store,
+        jobs: Arc<Jobs>,
+    ) -> anyhow::Result<Option<(CatchUp, Duration)>> {
+        let every = span(self.config.catchup.every);
+        if every.is_zero() {
+            return Ok(None);
+        }
+        let Ok(connected) = self.crm(store)? else {
+            return Ok(None);
+        };
+        let (account, entity) = match self.config.crm.kind {
+            CrmKind::Amocrm => (
+                self.config.amocrm.as_ref().map(|a| a.subdomain.clone()),
+                None,
+            ),
+            CrmKind::Bitrix24 => (
+                self.config.bitrix24.as_ref().map(|b| b.domain.clone()),
+                Some(connected.lead_entity),
+            ),
+        };
+        let Some(account) = account else {
+            return Ok(None);
+        };
+        let catchup = CatchUp::new(
+            connected.crm,
+            jobs,
+            connected.source,
+            &account,
+            entity,
+            span(self.config.catchup.overlap),
+        );
+        Ok(Some((catchup, every)))
     }
 }
 

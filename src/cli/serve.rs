@@ -30,6 +30,25 @@ fn stop_on_signal(stop: CancellationToken) {
     });
 }
 
+/// Starts the periodic catch-up beside the worker, when a CRM is connected.
+fn start_catchup(
+    ctx: &context::Context,
+    jobs: &Arc<crate::service::jobs::Jobs>,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    match ctx.catchup(jobs.store(), jobs.clone())? {
+        Some((catchup, every)) => {
+            println!(
+                "catch-up: every {}s, reading what the CRM changed",
+                every.as_secs()
+            );
+            tokio::spawn(catchup.run(every, stop.clone()));
+        }
+        None => println!("catch-up: off (no CRM connected, or [catchup] every = \"0s\")"),
+    }
+    Ok(())
+}
+
 /// Runs the robot until SIGTERM: the HTTP intake when `http`, a worker when `worker`.
 pub async fn serve(config_dir: &Path, http: bool, worker: bool) -> anyhow::Result<()> {
     let ctx = context::load(config_dir)?;
@@ -53,6 +72,7 @@ pub async fn serve(config_dir: &Path, http: bool, worker: bool) -> anyhow::Resul
             jobs.queue()
         );
         println!("CRM: {crm}");
+        start_catchup(&ctx, &jobs, &stop)?;
         let grace = settings.shutdown_grace;
         worker::run(jobs, settings.concurrency, grace, async move {
             stop.cancelled().await
@@ -81,6 +101,9 @@ pub async fn serve(config_dir: &Path, http: bool, worker: bool) -> anyhow::Resul
         Origin::Environment => println!("hook secret: from ROBOT_HOOK_SECRET"),
     }
     println!("CRM: {crm}");
+    if worker {
+        start_catchup(&ctx, &app.jobs(), &stop)?;
+    }
     println!("Paste these webhook URLs:");
     for (who, url) in app.webhook_urls() {
         println!("  {who:<9} {url}");

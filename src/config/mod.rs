@@ -46,9 +46,9 @@ pub use env::{
 };
 pub use problem::{ConfigErrors, Problem, Severity};
 pub use robot::{
-    AmocrmConfig, B24Entity, Bitrix24Config, CrmConfig, CrmKind, FieldName, FieldsConfig,
-    JobsConfig, PresenceConfig, RobotConfig, ServerConfig, StorageBackend, StorageConfig,
-    StorageUrl, StorageUrlError, TodoVia, WazzupConfig,
+    AmocrmConfig, B24Entity, Bitrix24Config, CatchupConfig, CrmConfig, CrmKind, FieldName,
+    FieldsConfig, JobsConfig, PresenceConfig, RobotConfig, ServerConfig, StorageBackend,
+    StorageConfig, StorageUrl, StorageUrlError, TodoVia, WazzupConfig,
 };
 
 use env::{KeySpec, Kind, Override};
@@ -442,6 +442,7 @@ impl<'a> Doc<'a> {
         let fields = self.section("fields", problems);
         let wazzup = self.section("wazzup", problems);
         let presence = self.section("presence", problems);
+        let catchup = self.section("catchup", problems);
         RobotConfig {
             server: server.unwrap_or_default(),
             storage: storage.unwrap_or_default(),
@@ -452,6 +453,7 @@ impl<'a> Doc<'a> {
             fields: fields.unwrap_or_default(),
             wazzup: wazzup.unwrap_or_default(),
             presence: presence.unwrap_or_default(),
+            catchup: catchup.unwrap_or_default(),
         }
     }
 

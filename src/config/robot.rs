@@ -37,6 +37,8 @@ pub struct RobotConfig {
     pub wazzup: WazzupConfig,
     /// `[presence]`: managers' presence heartbeats.
     pub presence: PresenceConfig,
+    /// `[catchup]`: reading what the CRM changed, for the webhooks that never came.
+    pub catchup: CatchupConfig,
 }
 
 impl RobotConfig {
@@ -701,6 +703,27 @@ impl Default for PresenceConfig {
     }
 }
 
+/// `[catchup]`: the periodic read of what the CRM changed since the last one, which brings
+/// the events whose webhooks were lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatchupConfig {
+    /// How often; `"0s"` switches catch-up off.
+    pub every: Span,
+    /// How far before the last change seen each read starts again, for changes made in the
+    /// same moment.
+    pub overlap: Span,
+}
+
+impl Default for CatchupConfig {
+    fn default() -> Self {
+        Self {
+            every: Span::minutes(5),
+            overlap: Span::minutes(1),
+        }
+    }
+}
+
 /// The checks beyond types: each problem is placed at the key's line, or names the
 /// environment variable the value came from. Sections that `at` says did not deserialize
 /// hold defaults in `c` and are not checked.
@@ -722,6 +745,8 @@ pub(crate) fn validate(c: &RobotConfig, at: &dyn Places) -> Vec<Problem> {
         ("jobs", "shutdown_grace", c.jobs.shutdown_grace, false),
         ("jobs", "heartbeat", c.jobs.heartbeat, true),
         ("presence", "fresh_for", c.presence.fresh_for, true),
+        ("catchup", "every", c.catchup.every, false),
+        ("catchup", "overlap", c.catchup.overlap, false),
     ];
     for (section, key, span, must_be_positive) in spans {
         if let Span::BusinessDays(n) = span {

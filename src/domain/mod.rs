@@ -1,5 +1,6 @@
 //! The robot's decisions and the words they are made in. Pure: no I/O, no clock.
 
+pub mod catchup;
 pub mod condition;
 pub mod event;
 pub mod lead;

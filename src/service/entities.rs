@@ -89,10 +89,13 @@ impl EventHandler for LoadEntity {
             let crm_error = |e: crate::adapters::crm::CrmError| HandlerError::Other(e.to_string());
             match record_of(event, self.source, &self.lead_entity) {
                 Some(Record::Lead(id)) => match self.crm.lead(&id).await.map_err(crm_error)? {
-                    Some(lead) => tracing::info!(
+                    Some(lead) => {
+                        crate::service::catchup::remember(store, self.source, &lead).await?;
+                        tracing::info!(
                         lead = %lead.id, stage = %lead.status_id, responsible = ?lead.responsible_user_id,
                         budget = ?lead.budget, contacts = lead.contacts.len(), "lead loaded"
-                    ),
+                        )
+                    }
                     None => {
                         tracing::info!(lead = %id, "the lead is gone from the CRM (deleted): nothing to load")
                     }

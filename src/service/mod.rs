@@ -1,6 +1,7 @@
 //! The thin shell: HTTP intake, the job handlers and workers, start and stop.
 
 pub mod app;
+pub mod catchup;
 pub mod entities;
 pub mod health;
 pub mod intake;

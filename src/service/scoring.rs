@@ -17,6 +17,7 @@ use crate::domain::lead::{Closed, FieldValue, Lead, closed};
 use crate::domain::ledger::{Outcome, Scored};
 use crate::domain::scoring::{Assessment, History, Model, Observation, Scorer, observe};
 
+use crate::service::catchup::remember;
 use crate::service::entities::{Record, record_of};
 use crate::service::jobs::{EventHandler, HandlerError, Journal};
 
@@ -77,6 +78,8 @@ impl ScoreLeads {
         let Some(lead) = self.crm.lead(id).await.map_err(crm_error)? else {
             return Ok(Scoring::Gone);
         };
+        // The job is queued durably, so from here on catch-up need not bring this version.
+        remember(store, self.source, &lead).await?;
         let rules = &self.setup.rules;
         if let Some(how) = closed(&lead.status_id) {
             let won = how == Closed::Won;

@@ -4,6 +4,7 @@ mod helpers;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod catchup;
 mod crm_wiring;
 mod health;
 mod intake;

@@ -34,7 +34,7 @@ const LEAD_FIELDS: [(&str, &str); 4] = [
 
 /// The shipped scoring rules, and a model trained on a year of synthetic leads (once for
 /// all the tests here).
-fn setup() -> ScoringSetup {
+pub fn setup() -> ScoringSetup {
     static SETUP: OnceLock<(Arc<ScoringRules>, Arc<Model>)> = OnceLock::new();
     let (rules, model) = SETUP.get_or_init(|| {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
@@ -55,7 +55,7 @@ fn setup() -> ScoringSetup {
     }
 }
 
-async fn amo_client(amo: &AmoEmulator) -> AmoCrm {
+pub async fn amo_client(amo: &AmoEmulator) -> AmoCrm {
     let dir = tempfile::tempdir().unwrap();
     let store = fresh_store(Backend::Sqlite, dir.path()).await;
     std::mem::forget(dir);
@@ -79,7 +79,7 @@ async fn amo_client(amo: &AmoEmulator) -> AmoCrm {
     })
 }
 
-fn added(lead: i64, at: i64) -> String {
+pub fn added(lead: i64, at: i64) -> String {
     format!(
         "leads[add][0][id]={lead}&leads[add][0][status_id]=60456942&leads[add][0][pipeline_id]=7249526\
          &leads[add][0][last_modified]={at}&account[subdomain]=robotdemo&account[id]=29876543"
@@ -111,7 +111,7 @@ fn field(lead: &Value, id: i64) -> Option<f64> {
         })
 }
 
-fn writes(amo: &AmoEmulator) -> usize {
+pub fn writes(amo: &AmoEmulator) -> usize {
     amo.requests()
         .iter()
         .filter(|r| r.method == "PATCH" && r.path.starts_with("/api/v4/leads"))
