@@ -9,6 +9,7 @@ pub mod replay;
 pub mod report;
 pub mod score;
 pub mod serve;
+pub mod simulate;
 pub mod table;
 pub mod train;
 
@@ -77,6 +78,12 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Score leads: a CSV file gets each lead's chance, expected profit, priority and reasons.
     Score(score::ScoreArgs),
+    /// Simulate a day of routing on the config's roster and rules.
+    Simulate {
+        /// What to simulate.
+        #[command(subcommand)]
+        what: simulate::SimulateWhat,
+    },
     /// Measure the robot's speed.
     Bench {
         /// What to measure.
@@ -98,6 +105,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report { report } => report::run(&cli.config, report).await,
         Command::Train(args) => train::run(&cli.config, args),
         Command::Score(args) => score::run(&cli.config, args),
-        Command::Bench { what } => bench::run(what).await,
+        Command::Simulate { what } => simulate::run(&cli.config, what),
+        Command::Bench { what } => bench::run(&cli.config, what).await,
     }
 }
