@@ -392,24 +392,77 @@ struct Now {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Happening {
+    /// A presence change (an index into the changes).
     Presence(usize),
+    /// A lead arrives (an index into the leads).
     Lead(usize),
-    Look,
+    /// A waiting lead's own wait for specialists or for its group runs out.
+    Due(usize),
+    /// Try every waiting lead: someone's shift or lunch lets them work again, or the
+    /// periodic sweep (loads fall as the day goes on, and a pause can lift by itself).
+    Sweep,
 }
+
+/// How often every waiting lead is tried even when nothing happened.
+const SWEEP: TimeDelta = TimeDelta::minutes(5);
 
 #[derive(Debug, Clone)]
 struct Waiting {
     lead: usize,
     group: Option<usize>,
     entered: DateTime<Utc>,
-    /// The lead's group by its facts and the specialisations it matches (as bits): with
-    /// its priority, what makes two waiting leads decide alike.
+    /// The group its facts choose, and the specialisations it matches (as bits): with its
+    /// priority, what makes two waiting leads decide alike.
     own_group: Option<usize>,
     specs: u64,
+    /// The waits (for specialists, for the group) at which its decision can change, from
+    /// `entered`, in order.
+    thresholds: Vec<TimeDelta>,
+    /// When a `Due` is queued for it.
+    due: Option<DateTime<Utc>>,
+}
+
+impl Waiting {
+    fn thresholds(&mut self, rules: &RoutingRules, priority: Priority) {
+        let group = self.group.or(self.own_group);
+        let mut t: Vec<TimeDelta> = rules
+            .specialisations
+            .iter()
+            .enumerate()
+            .filter(|(k, s)| self.specs & (1 << (k % 64)) != 0 && s.wait > TimeDelta::zero())
+            .map(|(_, s)| s.wait)
+            .chain(group.and_then(|g| rules.wait_limit(g, priority)))
+            .collect();
+        t.sort();
+        t.dedup();
+        self.thresholds = t;
+    }
+
+    /// How many of its thresholds it has passed by `t`: leads alike in everything else
+    /// decide alike while this is the same.
+    fn stage(&self, t: DateTime<Utc>) -> usize {
+        let waited = t - self.entered;
+        self.thresholds.iter().filter(|th| waited >= **th).count()
+    }
+
+    /// The next moment its decision can change by its own waiting.
+    fn next_threshold(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let waited = t - self.entered;
+        self.thresholds
+            .iter()
+            .find(|th| **th > waited)
+            .map(|th| self.entered + *th)
+    }
 }
 
 /// Runs the day: every lead and presence change in time order, the decision for each lead,
 /// and the tally.
+///
+/// A new lead is decided at once; every waiting lead is tried again, the highest priority
+/// and the oldest first, when a presence changes, when a decision said someone's schedule
+/// brings them back, and every five minutes; a lead is also tried when its own wait runs
+/// out. Within one such pass, leads that would decide alike are not asked again after one
+/// of them had to wait, until someone takes a lead: nothing else changes within a moment.
 pub fn run(
     roster: &Roster,
     rules: &RoutingRules,
@@ -427,14 +480,21 @@ pub fn run(
     for (i, l) in leads.iter().enumerate() {
         queue.push(Reverse((l.at, Happening::Lead(i))));
     }
+    let day_start = at_local(roster.zone, date.and_time(NaiveTime::MIN));
     let day_end = at_local(
         roster.zone,
         date.succ_opt().unwrap_or(date).and_time(NaiveTime::MIN),
     );
-    let mut looks: HashSet<DateTime<Utc>> = HashSet::new();
+    let mut sweep = day_start;
+    while sweep < day_end {
+        queue.push(Reverse((sweep, Happening::Sweep)));
+        sweep += SWEEP;
+    }
+    let mut sweeps: HashSet<DateTime<Utc>> = HashSet::new();
     let mut now_of: Vec<Option<Now>> = vec![None; n];
     let mut received = vec![0u32; n];
     let mut by_overflow = vec![0u32; n];
+    let key_of = |i: usize| (leads[i].priority, leads[i].at, i);
     let mut waiting: BTreeMap<(Priority, DateTime<Utc>, usize), Waiting> = BTreeMap::new();
     let mut report = DayReport {
         leads: leads.len(),
@@ -467,6 +527,8 @@ pub fn run(
                 happenings.push(h);
             }
         }
+        let mut everyone = false;
+        let mut these: Vec<(Priority, DateTime<Utc>, usize)> = Vec::new();
         for h in happenings {
             match h {
                 Happening::Presence(i) => {
@@ -476,6 +538,7 @@ pub fn run(
                         beating: c.beating,
                         since: t,
                     });
+                    everyone = true;
                 }
                 Happening::Lead(i) => {
                     let l = &leads[i];
@@ -485,25 +548,31 @@ pub fn run(
                         waited: TimeDelta::zero(),
                         group: None,
                     };
-                    let own_group = router.group_of(&request);
                     let specs = rules
                         .specialisations
                         .iter()
                         .enumerate()
                         .filter(|(_, s)| s.when.holds(&l.facts))
                         .fold(0u64, |bits, (k, _)| bits | (1 << (k % 64)));
-                    waiting.insert(
-                        (l.priority, l.at, i),
-                        Waiting {
-                            lead: i,
-                            group: None,
-                            entered: t,
-                            own_group,
-                            specs,
-                        },
-                    );
+                    let mut w = Waiting {
+                        lead: i,
+                        group: None,
+                        entered: t,
+                        own_group: router.group_of(&request),
+                        specs,
+                        thresholds: Vec::new(),
+                        due: None,
+                    };
+                    w.thresholds(rules, l.priority);
+                    waiting.insert(key_of(i), w);
+                    these.push(key_of(i));
                 }
-                Happening::Look => {}
+                Happening::Due(i) => {
+                    if waiting.get(&key_of(i)).is_some_and(|w| w.due == Some(t)) {
+                        these.push(key_of(i));
+                    }
+                }
+                Happening::Sweep => everyone = true,
             }
         }
         // What the decision sees: heartbeats renew the report until the agent falls silent.
@@ -514,12 +583,14 @@ pub fn run(
             });
         }
 
-        // Try every waiting lead, the highest priority and the oldest first. Leads that
-        // would decide alike (same group, specialisations and priority, below their wait
-        // limits) are not asked again after one of them had to wait, until someone takes a
-        // lead: nothing else changes within one moment.
-        let mut alike_waits: HashSet<(Option<usize>, u64, Priority)> = HashSet::new();
-        let keys: Vec<(Priority, DateTime<Utc>, usize)> = waiting.keys().copied().collect();
+        let keys: Vec<(Priority, DateTime<Utc>, usize)> = if everyone {
+            waiting.keys().copied().collect()
+        } else {
+            these.sort();
+            these.dedup();
+            these
+        };
+        let mut alike_waits: HashSet<(Option<usize>, u64, Priority, usize)> = HashSet::new();
         for key in keys {
             let Some(mut w) = waiting.remove(&key) else {
                 continue;
@@ -527,31 +598,14 @@ pub fn run(
             let lead = &leads[w.lead];
             let mut hops = 0;
             let outcome = loop {
-                let group = w.group.or(w.own_group);
-                let waited = t - w.entered;
-                let alike = (group, w.specs, lead.priority);
-                let limit = group
-                    .and_then(|g| rules.wait_limit(g, lead.priority))
-                    .into_iter()
-                    .chain(
-                        rules
-                            .specialisations
-                            .iter()
-                            .enumerate()
-                            // A wait of zero never holds a lead for specialists.
-                            .filter(|(k, s)| {
-                                w.specs & (1 << (k % 64)) != 0 && s.wait > TimeDelta::zero()
-                            })
-                            .map(|(_, s)| s.wait),
-                    )
-                    .min();
-                if alike_waits.contains(&alike) && limit.is_none_or(|l| waited < l) {
+                let alike = (w.group.or(w.own_group), w.specs, lead.priority, w.stage(t));
+                if alike_waits.contains(&alike) {
                     break None;
                 }
                 let request = Request {
                     facts: &lead.facts,
                     priority: lead.priority,
-                    waited,
+                    waited: t - w.entered,
                     group: w.group,
                 };
                 let board = Board {
@@ -567,12 +621,16 @@ pub fn run(
                         report.to_other_group += 1;
                         w.group = Some(g);
                         w.entered = t;
+                        w.thresholds(rules, lead.priority);
                         hops += 1;
                     }
                     Decision::Wait { until, .. } => {
                         alike_waits.insert(alike);
-                        if let Some(u) = until.filter(|u| *u > t && looks.insert(*u)) {
-                            queue.push(Reverse((u, Happening::Look)));
+                        let own = w.next_threshold(t);
+                        if let Some(u) = until.filter(|u| *u > t && Some(*u) != own)
+                            && sweeps.insert(u)
+                        {
+                            queue.push(Reverse((u, Happening::Sweep)));
                         }
                         break None;
                     }
@@ -581,6 +639,13 @@ pub fn run(
             };
             match outcome {
                 None => {
+                    // Its own wait running out may change its decision: look then.
+                    if let Some(next) = w.next_threshold(t)
+                        && w.due != Some(next)
+                    {
+                        w.due = Some(next);
+                        queue.push(Reverse((next, Happening::Due(w.lead))));
+                    }
                     waiting.insert(key, w);
                 }
                 Some(Decision::Assign { manager, .. }) => {

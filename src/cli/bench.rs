@@ -132,7 +132,7 @@ fn routing(dir: &std::path::Path, args: RoutingArgs) -> anyhow::Result<()> {
             )
         })
         .collect();
-    let mut time = |state: PresenceState| {
+    let mut time = |state: PresenceState, roll_call: bool| {
         let presence: Vec<Option<Heard>> = roster
             .managers
             .iter()
@@ -158,7 +158,11 @@ fn routing(dir: &std::path::Path, args: RoutingArgs) -> anyhow::Result<()> {
                         waited: TimeDelta::zero(),
                         group: None,
                     };
-                    std::hint::black_box(router.decide(&request, &board, now, &mut rng));
+                    if roll_call {
+                        std::hint::black_box(router.roll_call(&request, &board, now));
+                    } else {
+                        std::hint::black_box(router.decide(&request, &board, now, &mut rng));
+                    }
                 }
                 started.elapsed().as_secs_f64() / args.decisions.max(1) as f64
             })
@@ -177,14 +181,24 @@ fn routing(dir: &std::path::Path, args: RoutingArgs) -> anyhow::Result<()> {
         roster.groups.len(),
         args.decisions
     );
-    for (what, state) in [
+    for (what, state, roll_call) in [
         (
             "everyone online (a manager is chosen)",
             PresenceState::Online,
+            false,
         ),
-        ("everyone on a call (the lead waits)", PresenceState::OnCall),
+        (
+            "everyone on a call (the lead waits)",
+            PresenceState::OnCall,
+            false,
+        ),
+        (
+            "the roll call of every manager (for a dry run)",
+            PresenceState::Online,
+            true,
+        ),
     ] {
-        let (median, best, worst) = time(state);
+        let (median, best, worst) = time(state, roll_call);
         println!(
             "  {what}: median {:.1} µs (rounds {:.1}–{:.1} µs)",
             median * 1e6,

@@ -273,12 +273,27 @@ impl Router<'_> {
         };
 
         let limit = self.rules.wait_limit(group, request.priority);
+        let mut lead_away = None;
         if let Some(limit) = limit.filter(|l| request.waited >= *l) {
             let to = match self.rules.group_rule(group).and_then(|g| g.overflow) {
                 Some(Fallback::Group(g)) => Some(OverflowTo::Group(g)),
-                Some(Fallback::GroupLead) => {
-                    self.roster.groups[group].lead.map(OverflowTo::Manager)
-                }
+                // The group lead takes it whatever their presence (a call ends), but not
+                // outside their working hours: a lead at night waits for the morning.
+                Some(Fallback::GroupLead) => self.roster.groups[group].lead.and_then(|m| {
+                    let lead = &self.roster.managers[m];
+                    match eligibility::schedule(lead, now, self.rules) {
+                        Ok(_) => Some(OverflowTo::Manager(m)),
+                        Err(r) => {
+                            earliest(eligibility::back_at(lead, r, now));
+                            lead_away = Some(format!(
+                                "руководитель группы {}: {}",
+                                lead.name,
+                                r.describe()
+                            ));
+                            None
+                        }
+                    }
+                }),
                 None => None,
             };
             if let Some(to) = to {
@@ -306,7 +321,7 @@ impl Router<'_> {
                 ));
             }
         }
-        if let Some(limit) = limit {
+        if let Some(limit) = limit.filter(|l| request.waited < *l) {
             earliest(Some(now + (limit - request.waited)));
         }
         let mut why = format!(
@@ -317,6 +332,9 @@ impl Router<'_> {
             why.push_str(&format!(
                 "; на паузе как опережающие других: {paused_count}"
             ));
+        }
+        if let Some(away) = lead_away {
+            why.push_str(&format!("; {away}"));
         }
         Decision::Wait { until, why }
     }

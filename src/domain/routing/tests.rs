@@ -528,14 +528,31 @@ fn a_lead_waits_until_lunch_ends_then_overflows_at_the_limit() {
         }
         other => panic!("{other:?}"),
     }
-    // In the middle group (also at lunch), after its wait: to the group lead.
+    // In the middle group after its wait: to the group lead, but not while the lead is at
+    // lunch: then it waits for the lead to come back.
     let there = Request {
         waited: TimeDelta::minutes(15),
         group: Some(1),
         ..request(&facts, 3)
     };
+    match router.decide(&there, &board, now, &mut rng) {
+        Decision::Wait { until, why } => {
+            assert_eq!(until, Some(msk("14:00")));
+            assert!(why.contains("руководитель группы"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let later = msk("15:00");
+    let busy = [
+        state(PresenceState::OnCall, later),
+        state(PresenceState::OnCall, later),
+    ];
+    let board = Board {
+        presence: &busy,
+        received: &[0, 0],
+    };
     assert!(matches!(
-        router.decide(&there, &board, now, &mut rng),
+        router.decide(&there, &board, later, &mut rng),
         Decision::Overflow {
             to: OverflowTo::Manager(1),
             ..
