@@ -399,6 +399,14 @@ impl RawRouting {
                 .with_hint("leave the last group without `when`: it takes the rest"),
             );
         }
+        for (g, name) in group_names.iter().enumerate() {
+            if !self.groups.is_empty() && rules.group_rule(g).is_none() {
+                problems.push(Problem::warning(
+                    file,
+                    format!("group `{name}` of managers.toml has no [[groups]] rule here: leads reach it only by overflow, and then wait for it as long as it takes"),
+                ));
+            }
+        }
         // Overflow that goes round in a circle would pass a lead on forever; each circle is
         // reported once, at the first group of it in the file.
         let mut circles: Vec<Vec<usize>> = Vec::new();

@@ -404,7 +404,8 @@ impl Router<'_> {
 
     /// The lead's group: the one it was overflowed to, or the first whose condition holds.
     pub fn group_of(&self, request: &Request<'_>) -> Option<usize> {
-        request.group.or_else(|| {
+        let given = request.group.filter(|g| *g < self.roster.groups.len());
+        given.or_else(|| {
             self.rules
                 .groups
                 .iter()
