@@ -9,4 +9,5 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod service;
+pub mod simulate;
 pub mod synth;

@@ -27,6 +27,22 @@ pub enum BenchWhat {
     Leads(bench_scoring::LeadsArgs),
     /// Training time and leads scored per second, in-process on one thread.
     Scoring(bench_scoring::ScoringArgs),
+    /// The time of one routing decision on a large roster, and of a simulated day.
+    Routing(RoutingArgs),
+}
+
+/// Arguments of `bench routing`.
+#[derive(Debug, clap::Args)]
+pub struct RoutingArgs {
+    /// Managers in the made-up roster the single decisions are timed on.
+    #[arg(long, default_value_t = 200)]
+    pub managers: usize,
+    /// Decisions timed in each round.
+    #[arg(long, default_value_t = 20_000)]
+    pub decisions: usize,
+    /// Leads of the simulated day (on the config's roster and rules).
+    #[arg(long, default_value_t = 100_000)]
+    pub leads: usize,
 }
 
 /// Which backends to measure.
@@ -65,12 +81,158 @@ pub struct IntakeArgs {
 }
 
 /// Runs a benchmark.
-pub async fn run(what: BenchWhat) -> anyhow::Result<()> {
+pub async fn run(dir: &std::path::Path, what: BenchWhat) -> anyhow::Result<()> {
     match what {
         BenchWhat::Intake(args) => intake(args).await,
         BenchWhat::Leads(args) => bench_scoring::leads(args),
         BenchWhat::Scoring(args) => bench_scoring::scoring(args),
+        BenchWhat::Routing(args) => routing(dir, args),
     }
+}
+
+/// `bench routing`: single decisions on a made-up roster of `--managers` (everyone online,
+/// so that the whole roster is looked at; and everyone on a call, the path that explains
+/// the wait), then `simulate day` with `--leads` on the config's roster.
+fn routing(dir: &std::path::Path, args: RoutingArgs) -> anyhow::Result<()> {
+    use chrono::{NaiveDate, TimeDelta, TimeZone};
+    use rand::{Rng, SeedableRng};
+
+    use crate::domain::condition::Facts;
+    use crate::domain::lead::FieldValue;
+    use crate::domain::presence::PresenceState;
+    use crate::domain::priority::Priority;
+    use crate::domain::routing::{Board, Heard, Request, Router};
+    use crate::simulate::{self, DaySettings};
+
+    let (roster, rules) = simulate::synthetic(args.managers, 1);
+    let router = Router {
+        roster: &roster,
+        rules: &rules,
+    };
+    let date = NaiveDate::from_ymd_opt(2026, 11, 23).context("a date")?;
+    let now = chrono_tz::Europe::Moscow
+        .from_local_datetime(&date.and_hms_opt(11, 20, 0).context("a time")?)
+        .earliest()
+        .context("a moment")?
+        .with_timezone(&chrono::Utc);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let received: Vec<u32> = roster
+        .managers
+        .iter()
+        .map(|_| rng.random_range(0..20))
+        .collect();
+    let leads: Vec<(Facts, Priority)> = (0..64)
+        .map(|i| {
+            let mut f = Facts::new();
+            let budget = [5_000.0, 60_000.0, 250_000.0, 2_500_000.0][i % 4];
+            f.insert("budget".into(), FieldValue::Number(budget));
+            let category = [
+                "Расходные материалы",
+                "Сварочное оборудование",
+                "Компрессоры",
+                "Газовые электростанции",
+            ][i / 4 % 4];
+            f.insert("category".into(), FieldValue::Text(category.into()));
+            (
+                f,
+                Priority::new(1 + (i % 4) as u8).unwrap_or(Priority::FIRST),
+            )
+        })
+        .collect();
+    let mut time = |state: PresenceState, roll_call: bool| {
+        let presence: Vec<Option<Heard>> = roster
+            .managers
+            .iter()
+            .map(|_| {
+                Some(Heard {
+                    state,
+                    at: now - TimeDelta::seconds(30),
+                })
+            })
+            .collect();
+        let board = Board {
+            presence: &presence,
+            received: &received,
+        };
+        let mut rounds: Vec<f64> = (0..5)
+            .map(|_| {
+                let started = Instant::now();
+                for i in 0..args.decisions {
+                    let (facts, priority) = &leads[i % leads.len()];
+                    let request = Request {
+                        facts,
+                        priority: *priority,
+                        waited: TimeDelta::zero(),
+                        group: None,
+                    };
+                    if roll_call {
+                        std::hint::black_box(router.roll_call(&request, &board, now));
+                    } else {
+                        std::hint::black_box(router.decide(&request, &board, now, &mut rng));
+                    }
+                }
+                started.elapsed().as_secs_f64() / args.decisions.max(1) as f64
+            })
+            .collect();
+        rounds.sort_by(f64::total_cmp);
+        (
+            rounds[rounds.len() / 2],
+            rounds[0],
+            rounds[rounds.len() - 1],
+        )
+    };
+    let active = roster.managers.iter().filter(|m| m.active).count();
+    println!(
+        "one decision, {} managers ({active} active) in {} groups, {} decisions a round, 5 rounds:",
+        roster.managers.len(),
+        roster.groups.len(),
+        args.decisions
+    );
+    for (what, state, roll_call) in [
+        (
+            "everyone online (a manager is chosen)",
+            PresenceState::Online,
+            false,
+        ),
+        (
+            "everyone on a call (the lead waits)",
+            PresenceState::OnCall,
+            false,
+        ),
+        (
+            "the roll call of every manager (for a dry run)",
+            PresenceState::Online,
+            true,
+        ),
+    ] {
+        let (median, best, worst) = time(state, roll_call);
+        println!(
+            "  {what}: median {:.1} µs (rounds {:.1}–{:.1} µs)",
+            median * 1e6,
+            best * 1e6,
+            worst * 1e6
+        );
+    }
+
+    let (roster, rules) = crate::cli::simulate::rules(dir)?;
+    let settings = DaySettings {
+        date,
+        leads: args.leads,
+        seed: 1,
+    };
+    let started = Instant::now();
+    let report = simulate::day(&roster, &rules, settings);
+    let took = started.elapsed();
+    println!(
+        "simulate day --leads {} on {} ({} managers): {:.2} s, {} decisions, {} rule breaks",
+        args.leads,
+        dir.display(),
+        roster.managers.len(),
+        took.as_secs_f64(),
+        report.decisions,
+        report.breaks()
+    );
+    Ok(())
 }
 
 /// Figures of one run.

@@ -10,6 +10,7 @@ pub mod replay;
 pub mod report;
 pub mod score;
 pub mod serve;
+pub mod simulate;
 pub mod table;
 pub mod train;
 
@@ -78,6 +79,12 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Score leads: a CSV file gets each lead's chance, expected profit, priority and reasons.
     Score(score::ScoreArgs),
+    /// Simulate a day of routing on the config's roster and rules.
+    Simulate {
+        /// What to simulate.
+        #[command(subcommand)]
+        what: simulate::SimulateWhat,
+    },
     /// Measure the robot's speed, or write synthetic leads to measure its scoring on.
     Bench {
         /// What to measure.
@@ -99,6 +106,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report { report } => report::run(&cli.config, report).await,
         Command::Train(args) => train::run(&cli.config, args).await,
         Command::Score(args) => score::run(&cli.config, args).await,
-        Command::Bench { what } => bench::run(what).await,
+        Command::Simulate { what } => simulate::run(&cli.config, what),
+        Command::Bench { what } => bench::run(&cli.config, what).await,
     }
 }

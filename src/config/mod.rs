@@ -20,8 +20,10 @@
 pub mod condition;
 pub mod duration;
 mod env;
+pub mod managers;
 mod problem;
 mod robot;
+pub mod routing;
 pub mod rules;
 pub mod scoring;
 #[cfg(test)]
@@ -81,9 +83,40 @@ pub fn check(dir: &Path, env: &Env) -> Vec<Problem> {
         config,
         mut problems,
     } = evaluate(dir, env);
+    let fresh_for = config
+        .as_ref()
+        .and_then(|c| c.presence.fresh_for.as_std())
+        .unwrap_or(std::time::Duration::from_secs(120));
     let lead_fields: Option<Vec<String>> = config.map(|c| c.fields.leads.keys().cloned().collect());
     if let Err(more) = scoring::load(dir, lead_fields.as_deref()) {
         problems.extend(more);
+    }
+    let (roster, more) = managers::check(dir);
+    problems.extend(more);
+    match roster {
+        Some(roster) => {
+            let known = routing::Known {
+                roster: &roster,
+                lead_fields: lead_fields.as_deref(),
+                fresh_for,
+            };
+            problems.extend(routing::check(dir, known).1);
+        }
+        // Without a usable roster routing.toml cannot be checked; say so only when the
+        // roster is missing rather than wrong (its own problems are listed already).
+        None if !dir.join(managers::FILE_NAME).exists()
+            && dir.join(routing::FILE_NAME).exists() =>
+        {
+            problems.push(Problem::error(
+                dir.join(routing::FILE_NAME),
+                format!(
+                    "{} needs {} beside it: the groups and managers it routes to",
+                    routing::FILE_NAME,
+                    managers::FILE_NAME
+                ),
+            ));
+        }
+        None => {}
     }
     problems
 }

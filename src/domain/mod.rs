@@ -11,5 +11,6 @@ pub mod priority;
 pub mod rate;
 pub mod report;
 pub mod retry;
+pub mod routing;
 pub mod scoring;
 pub mod task;

@@ -11,4 +11,5 @@ mod crash;
 mod crm;
 mod replay;
 mod report;
+mod routing;
 mod scoring;
