@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_scoring;
+pub mod catchup;
 pub mod context;
 pub mod crm;
 pub mod dead;
@@ -75,6 +76,9 @@ pub enum Command {
         #[command(subcommand)]
         report: report::ReportKind,
     },
+    /// Read what the CRM changed since a day and queue what no webhook brought (after a
+    /// downtime, or on the first start).
+    Catchup(catchup::CatchupArgs),
     /// Learn the scoring model from past leads (a CSV export), and say how good it is.
     Train(train::TrainArgs),
     /// Score leads: a CSV file gets each lead's chance, expected profit, priority and reasons.
@@ -104,6 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Crm { action } => crm::run(&cli.config, action).await,
         Command::Auth { action } => crm::auth(&cli.config, action).await,
         Command::Report { report } => report::run(&cli.config, report).await,
+        Command::Catchup(args) => catchup::run(&cli.config, args).await,
         Command::Train(args) => train::run(&cli.config, args).await,
         Command::Score(args) => score::run(&cli.config, args).await,
         Command::Simulate { what } => simulate::run(&cli.config, what),

@@ -6,6 +6,7 @@ mod process;
 mod support;
 
 mod bench;
+mod catchup;
 mod check_config;
 mod crash;
 mod crm;
