@@ -90,9 +90,7 @@ impl ScoreLeads {
             } else {
                 0.0
             };
-            let closed_at = DateTime::from_timestamp(lead.updated_at, 0)
-                .filter(|_| lead.updated_at > 0)
-                .unwrap_or(now);
+            let closed_at = time_or(lead.updated_at, now);
             store
                 .record_outcome(&Outcome {
                     lead_id: lead.id.clone(),
@@ -120,9 +118,7 @@ impl ScoreLeads {
                 .map_err(crm_error)?;
         }
         let fact = |name: &str| fact_of(&rules.features, &observation, &lead, name);
-        let created_at = DateTime::from_timestamp(lead.created_at, 0)
-            .filter(|_| lead.created_at > 0)
-            .unwrap_or(now);
+        let created_at = time_or(lead.created_at, now);
         store
             .record_score(&Scored {
                 lead_id: lead.id.clone(),
@@ -231,6 +227,13 @@ impl EventHandler for ScoreLeads {
             Journal.handle(event, store).await
         })
     }
+}
+
+/// A CRM time (Unix seconds; 0 when the CRM gave none), or `now`.
+fn time_or(unix: i64, now: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(unix, 0)
+        .filter(|_| unix > 0)
+        .unwrap_or(now)
 }
 
 /// What the refusal conditions can read about a lead besides its features.

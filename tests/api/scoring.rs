@@ -11,6 +11,7 @@ use sales_robot::adapters::amocrm::oauth::Credentials;
 use sales_robot::adapters::crm::Crm;
 use sales_robot::adapters::crm::fields::FieldRef;
 use sales_robot::adapters::crm::http::Retries;
+use sales_robot::adapters::store::Store;
 use sales_robot::config::scoring::{self, ScoringRules};
 use sales_robot::domain::event::Source;
 use sales_robot::domain::lead::LeadUpdate;
@@ -111,6 +112,28 @@ fn field(lead: &Value, id: i64) -> Option<f64> {
         })
 }
 
+/// Waits until the ledger's one lead is won with `profit`.
+async fn won_profit_recorded(store: &Store, profit: f64) -> Result<(), ()> {
+    eventually(20, || {
+        let store = store.clone();
+        async move {
+            let rows = store
+                .ledger(
+                    Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap(),
+                    Utc.with_ymd_and_hms(2100, 1, 1, 0, 0, 0).unwrap(),
+                )
+                .await
+                .unwrap();
+            rows.len() == 1
+                && rows[0]
+                    .outcome
+                    .as_ref()
+                    .is_some_and(|o| o.won && (o.profit - profit).abs() < 1.0)
+        }
+    })
+    .await
+}
+
 pub fn writes(amo: &AmoEmulator) -> usize {
     amo.requests()
         .iter()
@@ -194,25 +217,9 @@ async fn a_new_lead_is_scored_into_the_crm_and_the_ledger() {
         app.post_amocrm(won(lead, 1_763_900_600)).await.status(),
         200
     );
-    let store = app.store.clone();
-    eventually(20, || {
-        let store = store.clone();
-        async move {
-            let rows = store
-                .ledger(
-                    Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap(),
-                    Utc.with_ymd_and_hms(2100, 1, 1, 0, 0, 0).unwrap(),
-                )
-                .await
-                .unwrap();
-            rows[0]
-                .outcome
-                .as_ref()
-                .is_some_and(|o| o.won && (o.profit - 198_000.0).abs() < 1.0)
-        }
-    })
-    .await
-    .expect("the won profit, 900 000 ₽ × 22 %, is in the ledger");
+    won_profit_recorded(&app.store, 198_000.0)
+        .await
+        .expect("the won profit, 900 000 ₽ × 22 %, is in the ledger");
     app.stop().await;
 }
 
@@ -326,25 +333,8 @@ async fn a_new_bitrix24_deal_is_scored_into_the_crm_and_the_ledger() {
             .status(),
         200
     );
-    let store = app.store.clone();
-    eventually(20, || {
-        let store = store.clone();
-        async move {
-            let rows = store
-                .ledger(
-                    Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap(),
-                    Utc.with_ymd_and_hms(2100, 1, 1, 0, 0, 0).unwrap(),
-                )
-                .await
-                .unwrap();
-            rows.len() == 1
-                && rows[0]
-                    .outcome
-                    .as_ref()
-                    .is_some_and(|o| o.won && (o.profit - 54_000.0).abs() < 1.0)
-        }
-    })
-    .await
-    .expect("the won profit, 300 000 ₽ × 18 %, is in the ledger");
+    won_profit_recorded(&app.store, 54_000.0)
+        .await
+        .expect("the won profit, 300 000 ₽ × 18 %, is in the ledger");
     app.stop().await;
 }
