@@ -1,6 +1,7 @@
 //! The robot's store: the durable queue (apalis on SQLite or Redis) and the little state the
-//! CRM cannot hold (handled events, presence, dead letters, the score ledger). One URL picks
-//! the backend; both behave the same, and one contract test suite runs against each.
+//! CRM cannot hold (handled events, presence, dead letters, the score ledger, routing's
+//! loads and pending leads). One URL picks the backend; both behave the same, and one
+//! contract test suite runs against each.
 
 mod batch;
 mod redis;
