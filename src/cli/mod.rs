@@ -9,6 +9,7 @@ pub mod crm;
 pub mod dead;
 pub mod replay;
 pub mod report;
+pub mod route;
 pub mod score;
 pub mod serve;
 pub mod simulate;
@@ -83,6 +84,9 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Score leads: a CSV file gets each lead's chance, expected profit, priority and reasons.
     Score(score::ScoreArgs),
+    /// Who would get a lead of the CRM now, and why not the others (`--dry-run` only:
+    /// `serve` does not route leads yet).
+    Route(route::RouteArgs),
     /// Simulate a day of routing on the config's roster and rules.
     Simulate {
         /// What to simulate.
@@ -111,6 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Catchup(args) => catchup::run(&cli.config, args).await,
         Command::Train(args) => train::run(&cli.config, args).await,
         Command::Score(args) => score::run(&cli.config, args).await,
+        Command::Route(args) => route::run(&cli.config, args).await,
         Command::Simulate { what } => simulate::run(&cli.config, what),
         Command::Bench { what } => bench::run(&cli.config, what).await,
     }

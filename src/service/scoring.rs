@@ -248,6 +248,16 @@ fn facts_of(lead: &Lead) -> Facts {
     facts
 }
 
+/// What routing's conditions read about a lead: its fields, tags and manager, and its
+/// budget as `budget` (routing.toml splits the groups by it).
+pub fn routing_facts(lead: &Lead) -> Facts {
+    let mut facts = facts_of(lead);
+    if let Some(b) = lead.budget {
+        facts.insert("budget".into(), FieldValue::Number(b));
+    }
+    facts
+}
+
 /// A fact by name: a feature's value, else a lead field's.
 fn fact_of(
     features: &[crate::domain::scoring::Feature],

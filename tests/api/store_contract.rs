@@ -390,3 +390,188 @@ async fn the_ledger_reads_a_month_by_created_time(backend: Backend) {
     assert_eq!(store.ledger(from, to).await.unwrap().len(), 4);
 }
 on_both_backends!(the_ledger_reads_a_month_by_created_time);
+
+fn day() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()
+}
+
+async fn a_lead_is_claimed_once_and_the_load_follows_it(backend: Backend) {
+    use sales_robot::adapters::store::Claim;
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(backend, dir.path()).await;
+    let day = day();
+    assert!(store.loads(day).await.unwrap().is_empty());
+    assert_eq!(
+        store.claim_lead(day, "L1", "A", 0).await.unwrap(),
+        Claim::Claimed
+    );
+    // The same lead again, by any worker and for anyone: who has it, counted once.
+    assert_eq!(
+        store.claim_lead(day, "L1", "A", 1).await.unwrap(),
+        Claim::AlreadyAssigned("A".into())
+    );
+    assert_eq!(
+        store.claim_lead(day, "L1", "B", 0).await.unwrap(),
+        Claim::AlreadyAssigned("A".into())
+    );
+    // A decision that saw an older count loses and learns the new one.
+    assert_eq!(
+        store.claim_lead(day, "L2", "A", 0).await.unwrap(),
+        Claim::Moved { count: 1 }
+    );
+    assert_eq!(
+        store.claim_lead(day, "L2", "A", 1).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store.claim_lead(day, "L3", "B", 0).await.unwrap(),
+        Claim::Claimed
+    );
+    let loads = store.loads(day).await.unwrap();
+    assert_eq!((loads["A"], loads["B"]), (2, 1));
+    // Days are apart.
+    let next = day.succ_opt().unwrap();
+    assert!(store.loads(next).await.unwrap().is_empty());
+    assert_eq!(
+        store.claim_lead(next, "L1", "B", 0).await.unwrap(),
+        Claim::Claimed
+    );
+
+    // Reassigned by hand: the load follows the lead.
+    assert_eq!(
+        store.reassign(day, "L2", "B").await.unwrap().as_deref(),
+        Some("A")
+    );
+    let loads = store.loads(day).await.unwrap();
+    assert_eq!((loads["A"], loads["B"]), (1, 2));
+    assert_eq!(
+        store.claim_lead(day, "L2", "A", 1).await.unwrap(),
+        Claim::AlreadyAssigned("B".into())
+    );
+    assert_eq!(
+        store.release_lead(day, "L1").await.unwrap().as_deref(),
+        Some("A")
+    );
+    assert_eq!(store.release_lead(day, "L1").await.unwrap(), None);
+    let loads = store.loads(day).await.unwrap();
+    assert_eq!(loads.get("A"), None, "a manager at zero has no count");
+    assert_eq!(loads["B"], 2);
+    // A lead given to nobody yet can be given by hand.
+    assert_eq!(store.reassign(day, "L9", "C").await.unwrap(), None);
+    assert_eq!(store.loads(day).await.unwrap()["C"], 1);
+    // Once released, the lead can be claimed again.
+    assert_eq!(
+        store.claim_lead(day, "L1", "A", 0).await.unwrap(),
+        Claim::Claimed
+    );
+    if backend == Backend::Redis {
+        // A day's counts and claims go by themselves after a week or so.
+        let mut conn = redis::Client::open(crate::helpers::redis_url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let ns = &store.settings().namespace;
+        for what in ["loads", "assigned"] {
+            let ttl: i64 = redis::cmd("TTL")
+                .arg(format!("{ns}:routing:2026-11-23:{what}"))
+                .query(&mut conn)
+                .unwrap();
+            assert!((7 * 86_400..=8 * 86_400).contains(&ttl), "{what}: {ttl}");
+        }
+    }
+}
+on_both_backends!(a_lead_is_claimed_once_and_the_load_follows_it);
+
+async fn pending_leads_come_by_priority_then_age(backend: Backend) {
+    use sales_robot::adapters::store::Pending;
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(backend, dir.path()).await;
+    let at = |m| Utc.with_ymd_and_hms(2026, 11, 23, 9, m, 0).unwrap();
+    let p = |n| Priority::new(n).unwrap();
+    assert!(store.pending().await.unwrap().is_empty());
+    store.add_pending("old3", p(3), at(1)).await.unwrap();
+    store.add_pending("new1", p(1), at(5)).await.unwrap();
+    store.add_pending("new3", p(3), at(4)).await.unwrap();
+    store.add_pending("old1", p(1), at(2)).await.unwrap();
+    // Added again later: it keeps its place in time.
+    store.add_pending("old3", p(3), at(9)).await.unwrap();
+    let list = store.pending().await.unwrap();
+    let ids: Vec<&str> = list.iter().map(|l| l.lead_id.as_str()).collect();
+    assert_eq!(ids, ["old1", "new1", "old3", "new3"]);
+    assert_eq!(
+        list[2],
+        Pending {
+            lead_id: "old3".into(),
+            priority: p(3),
+            since: at(1),
+        }
+    );
+    // A new priority moves it, still with its first time.
+    store.add_pending("new3", p(2), at(8)).await.unwrap();
+    let list = store.pending().await.unwrap();
+    assert_eq!(list[2].lead_id, "new3");
+    assert_eq!(list[2].since, at(4));
+    assert!(store.remove_pending("new1").await.unwrap());
+    assert!(!store.remove_pending("new1").await.unwrap());
+    assert_eq!(store.pending().await.unwrap().len(), 3);
+}
+on_both_backends!(pending_leads_come_by_priority_then_age);
+
+/// Workers claiming at once, each deciding "the least loaded" from the loads it read and
+/// deciding again when its claim finds the count moved: every lead goes once, and nobody
+/// gets ahead by more than one lead. Each lead is offered by two workers.
+async fn concurrent_claims_stay_fair_and_never_give_a_lead_twice(backend: Backend) {
+    use sales_robot::adapters::store::Claim;
+    const WORKERS: usize = 8;
+    const PER_WORKER: usize = 50;
+    const LEADS: usize = WORKERS * PER_WORKER / 2;
+    let managers = ["m1", "m2", "m3", "m4", "m5"];
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(backend, dir.path()).await;
+    let day = day();
+    let mut tasks = Vec::new();
+    for w in 0..WORKERS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut won = Vec::new();
+            for i in 0..PER_WORKER {
+                let lead = format!("L{}", (w * PER_WORKER / 2 + i) % LEADS);
+                loop {
+                    let loads = store.loads(day).await.unwrap();
+                    let count = |m: &str| loads.get(m).copied().unwrap_or(0);
+                    let least = managers.iter().map(|m| count(m)).min().unwrap();
+                    let tied: Vec<&str> = managers
+                        .iter()
+                        .copied()
+                        .filter(|m| count(m) == least)
+                        .collect();
+                    let pick = tied[rand::random_range(0..tied.len())];
+                    match store.claim_lead(day, &lead, pick, least).await.unwrap() {
+                        Claim::Claimed => {
+                            won.push(lead.clone());
+                            break;
+                        }
+                        Claim::AlreadyAssigned(_) => break,
+                        Claim::Moved { .. } => continue,
+                    }
+                }
+            }
+            won
+        }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        won.extend(t.await.unwrap());
+    }
+    won.sort();
+    let before = won.len();
+    won.dedup();
+    assert_eq!(before, won.len(), "a lead was claimed twice");
+    assert_eq!(won.len(), LEADS, "every lead was claimed");
+    let loads = store.loads(day).await.unwrap();
+    let counts: Vec<u32> = managers.iter().map(|m| loads[*m]).collect();
+    assert_eq!(counts.iter().sum::<u32>() as usize, LEADS, "{counts:?}");
+    let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    assert!(max - min <= 1, "{counts:?}");
+}
+on_both_backends!(concurrent_claims_stay_fair_and_never_give_a_lead_twice);

@@ -66,3 +66,107 @@ fn check_config_places_a_mistake_in_managers_toml() {
     );
     assert!(stdout.contains("did you mean `Средняя`"), "{stdout}");
 }
+
+/// `route --lead ID --dry-run`: the lead read from the CRM, presence and loads from the
+/// store; who would get it, and every manager with the rule that keeps them out. Nothing is
+/// written anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_dry_run_names_the_manager_and_why_not_the_others() {
+    use crate::support::amocrm::{AmoEmulator, NewLead};
+    use sales_robot::adapters::store::Claim;
+    use sales_robot::domain::presence::{Presence, PresenceState};
+
+    let amo = AmoEmulator::start().await;
+    // A small budget: the junior group (Анна, Дмитрий, Кирилл).
+    let lead = amo.seed_lead(NewLead::new("Электроды на объект").price(50_000));
+    let mut robot = Robot::new(Backend::Sqlite);
+    robot.env.extend([
+        (
+            "ROBOT_AMOCRM_BASE_URL".to_owned(),
+            amo.base_url().to_owned(),
+        ),
+        ("ROBOT_AMOCRM_TOKEN".to_owned(), amo.long_lived_token()),
+    ]);
+    let store = robot.store().await;
+    let heard = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:59:00+03:00").unwrap();
+    for (id, state) in [
+        ("8123401", PresenceState::Online),
+        ("8123402", PresenceState::Offline),
+    ] {
+        store
+            .set_presence(&Presence {
+                manager_id: id.into(),
+                state,
+                at: heard,
+            })
+            .await
+            .unwrap();
+    }
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+    for (i, expected) in [0, 1].into_iter().enumerate() {
+        let claim = store
+            .claim_lead(day, &format!("earlier-{i}"), "8123401", expected)
+            .await
+            .unwrap();
+        assert_eq!(claim, Claim::Claimed);
+    }
+    let id = lead.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        let refused = robot.run(&["route", "--lead", &id]);
+        let out = robot.run(&[
+            "route",
+            "--lead",
+            &id,
+            "--dry-run",
+            "--at",
+            "2026-11-23T11:00:00+03:00",
+        ]);
+        (refused, out)
+    })
+    .await
+    .unwrap();
+    let (refused, out) = out;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not built yet"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("«Электроды на объект»"), "{stdout}");
+    assert!(stdout.contains("priority 3: not scored"), "{stdout}");
+    assert!(stdout.contains("group «Младшая»"), "{stdout}");
+    assert!(
+        stdout.contains("would go to Анна Соколова (id 8123401)"),
+        "{stdout}"
+    );
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no roll-call line for {name}:\n{stdout}"))
+            .to_owned()
+    };
+    assert!(
+        line("Анна Соколова").contains("today   2  can take it"),
+        "{stdout}"
+    );
+    assert!(
+        line("Дмитрий Орлов").contains("excluded: не в сети"),
+        "{stdout}"
+    );
+    assert!(
+        line("Кирилл Зайцев").contains("excluded: нет сигнала присутствия"),
+        "{stdout}"
+    );
+    assert!(line("Сергей Морозов").contains("other group"), "{stdout}");
+    let writes = amo.requests().iter().filter(|r| r.method != "GET").count();
+    assert_eq!(writes, 0, "a dry run writes nothing to the CRM");
+    assert_eq!(store.loads(day).await.unwrap()["8123401"], 2);
+    assert!(store.pending().await.unwrap().is_empty());
+}

@@ -1,20 +1,23 @@
 //! The robot's store: the durable queue (apalis on SQLite or Redis) and the little state the
-//! CRM cannot hold (handled events, presence, dead letters, the score ledger). One URL picks
-//! the backend; both behave the same, and one contract test suite runs against each.
+//! CRM cannot hold (handled events, presence, dead letters, the score ledger, routing's
+//! loads and pending leads). One URL picks the backend; both behave the same, and one
+//! contract test suite runs against each.
 
 mod batch;
 mod redis;
 mod sqlite;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::event::Event;
 use crate::domain::ledger::{LedgerRow, Outcome, Scored};
 use crate::domain::presence::Presence;
+use crate::domain::priority::Priority;
 use crate::domain::rate::Rate;
 
 pub use self::redis::RedisStore;
@@ -129,6 +132,35 @@ pub struct DeadLetter {
     pub failed_at: DateTime<Utc>,
 }
 
+/// What claiming a lead for a manager did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The lead is the manager's now, and their count for the day went up by one.
+    Claimed,
+    /// The lead was already given that day, to this manager: nothing changed.
+    AlreadyAssigned(String),
+    /// The manager's count is no longer the one the decision saw (another worker gave them
+    /// a lead meanwhile): nothing changed; decide again with fresh loads.
+    Moved {
+        /// Their count now.
+        count: u32,
+    },
+}
+
+/// A lead waiting for a manager who can take it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The lead's CRM id.
+    pub lead_id: String,
+    /// Its priority.
+    pub priority: Priority,
+    /// When it began to wait.
+    pub since: DateTime<Utc>,
+}
+
+/// How long a day's loads and assignments are kept on Redis: a week, enough to look back.
+const LOADS_KEPT_SECS: u64 = 8 * 24 * 3600;
+
 /// The store, on one of its backends.
 #[derive(Clone, Debug)]
 pub enum Store {
@@ -221,6 +253,73 @@ impl Store {
     /// The latest presence report of a manager.
     pub async fn presence(&self, manager_id: &str) -> Result<Option<Presence>, StoreError> {
         each!(self, s => s.presence(manager_id).await)
+    }
+
+    /// Leads each manager (by CRM user id) received on `day`; a manager with none is absent.
+    pub async fn loads(&self, day: NaiveDate) -> Result<HashMap<String, u32>, StoreError> {
+        each!(self, s => s.loads(day).await)
+    }
+
+    /// Gives `lead_id` to `manager_id` on `day`, atomically, if the manager's count for
+    /// the day is still `expected` (what the decision saw) and the lead was not given that
+    /// day: then the count goes up by one. A lead is counted once however many workers
+    /// claim it, and two workers that picked the same least-loaded manager cannot both
+    /// have them: the second gets [`Claim::Moved`] and decides again.
+    pub async fn claim_lead(
+        &self,
+        day: NaiveDate,
+        lead_id: &str,
+        manager_id: &str,
+        expected: u32,
+    ) -> Result<Claim, StoreError> {
+        each!(self, s => s.claim_lead(day, lead_id, manager_id, expected).await)
+    }
+
+    /// Takes a lead given on `day` back from its manager (their count goes down by one).
+    /// Returns who had it, or `None` when it was not given that day.
+    pub async fn release_lead(
+        &self,
+        day: NaiveDate,
+        lead_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        each!(self, s => s.release_lead(day, lead_id).await)
+    }
+
+    /// Moves a lead to `manager_id` on `day`, as a person did by hand: the load follows,
+    /// down for whoever had it, up for the new manager, whatever the counts. Returns who
+    /// had it before.
+    pub async fn reassign(
+        &self,
+        day: NaiveDate,
+        lead_id: &str,
+        manager_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        each!(self, s => s.reassign(day, lead_id, manager_id).await)
+    }
+
+    /// Puts a lead on the pending list. A lead already there keeps the time it began to
+    /// wait and takes the new priority.
+    pub async fn add_pending(
+        &self,
+        lead_id: &str,
+        priority: Priority,
+        since: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        each!(self, s => s.add_pending(lead_id, priority, since).await)
+    }
+
+    /// The pending list in the order to retry it: priority 1 first, then the oldest.
+    pub async fn pending(&self) -> Result<Vec<Pending>, StoreError> {
+        let mut list = each!(self, s => s.pending().await)?;
+        list.sort_by(|a, b| {
+            (a.priority, a.since, &a.lead_id).cmp(&(b.priority, b.since, &b.lead_id))
+        });
+        Ok(list)
+    }
+
+    /// Takes a lead off the pending list; returns whether it was there.
+    pub async fn remove_pending(&self, lead_id: &str) -> Result<bool, StoreError> {
+        each!(self, s => s.remove_pending(lead_id).await)
     }
 
     /// Puts a job on the dead-letter list; returns its id there.

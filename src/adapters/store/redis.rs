@@ -5,15 +5,20 @@ use std::time::Duration;
 
 use apalis::prelude::TaskId;
 use apalis_redis::Config as QueueConfig;
-use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use super::batch::{Batcher, Job, by_queue};
-use super::{DeadLetter, Enqueued, JournalEntry, StoreError, StoreSettings};
+use super::{
+    Claim, DeadLetter, Enqueued, JournalEntry, LOADS_KEPT_SECS, Pending, StoreError, StoreSettings,
+};
 use crate::domain::event::Event;
 use crate::domain::ledger::{LedgerRow, Outcome, Scored};
 use crate::domain::presence::Presence;
+use crate::domain::priority::Priority;
 use crate::domain::rate::Rate;
 
 /// The Redis backend.
@@ -105,6 +110,46 @@ for _, id in ipairs(ids) do
   out[#out + 1] = redis.call('HGET', KEYS[3], id)
 end
 return out";
+
+/// A claim: KEYS are the day's assignments (lead → manager) and counts (manager → n);
+/// ARGV the lead, the manager, the count the decision saw and the keys' lifetime.
+const CLAIM: &str = r"
+local owner = redis.call('HGET', KEYS[1], ARGV[1])
+if owner then return {'assigned', owner} end
+local count = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
+if count ~= tonumber(ARGV[3]) then return {'moved', tostring(count)} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return {'claimed', tostring(count + 1)}";
+
+/// Takes a lead back from its manager and, when ARGV[2] names one, gives it to them
+/// (a hand reassignment: no check of the counts). Returns who had it, or false.
+const MOVE: &str = r"
+local owner = redis.call('HGET', KEYS[1], ARGV[1])
+if owner then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  if tonumber(redis.call('HINCRBY', KEYS[2], owner, -1)) <= 0 then
+    redis.call('HDEL', KEYS[2], owner)
+  end
+end
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+return owner";
+
+/// Adds a lead to the pending list (a hash of lead → `priority:since_us`), keeping the
+/// time it began to wait when it is there already.
+const ADD_PENDING: &str = r"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+local since = ARGV[3]
+if current then since = string.match(current, ':(.*)$') or since end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. since)
+return 1";
 
 impl RedisStore {
     /// Connects. Timeouts are generous: redis-rs answers an error after 500 ms by default,
@@ -232,6 +277,126 @@ impl RedisStore {
             Some(v) => Some(serde_json::from_str(&v)?),
             None => None,
         })
+    }
+
+    fn day_keys(&self, day: NaiveDate) -> (String, String) {
+        let day = day.format("%Y-%m-%d");
+        (
+            self.key(&format!("routing:{day}:assigned")),
+            self.key(&format!("routing:{day}:loads")),
+        )
+    }
+
+    pub(super) async fn loads(&self, day: NaiveDate) -> Result<HashMap<String, u32>, StoreError> {
+        let mut conn = self.conn.clone();
+        let all: HashMap<String, i64> = conn.hgetall(self.day_keys(day).1).await?;
+        Ok(all
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(m, n)| (m, n as u32))
+            .collect())
+    }
+
+    pub(super) async fn claim_lead(
+        &self,
+        day: NaiveDate,
+        lead_id: &str,
+        manager_id: &str,
+        expected: u32,
+    ) -> Result<Claim, StoreError> {
+        let (assigned, loads) = self.day_keys(day);
+        let mut conn = self.conn.clone();
+        let (what, value): (String, String) = Script::new(CLAIM)
+            .key(assigned)
+            .key(loads)
+            .arg(lead_id)
+            .arg(manager_id)
+            .arg(expected)
+            .arg(LOADS_KEPT_SECS)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match what.as_str() {
+            "claimed" => Claim::Claimed,
+            "assigned" => Claim::AlreadyAssigned(value),
+            _ => Claim::Moved {
+                count: value.parse().unwrap_or(0),
+            },
+        })
+    }
+
+    async fn move_lead(
+        &self,
+        day: NaiveDate,
+        lead_id: &str,
+        to: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let (assigned, loads) = self.day_keys(day);
+        let mut conn = self.conn.clone();
+        Ok(Script::new(MOVE)
+            .key(assigned)
+            .key(loads)
+            .arg(lead_id)
+            .arg(to)
+            .arg(LOADS_KEPT_SECS)
+            .invoke_async(&mut conn)
+            .await?)
+    }
+
+    pub(super) async fn release_lead(
+        &self,
+        day: NaiveDate,
+        lead_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.move_lead(day, lead_id, "").await
+    }
+
+    pub(super) async fn reassign(
+        &self,
+        day: NaiveDate,
+        lead_id: &str,
+        manager_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.move_lead(day, lead_id, manager_id).await
+    }
+
+    pub(super) async fn add_pending(
+        &self,
+        lead_id: &str,
+        priority: Priority,
+        since: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i32 = Script::new(ADD_PENDING)
+            .key(self.key("routing:pending"))
+            .arg(lead_id)
+            .arg(priority.number())
+            .arg(since.timestamp_micros())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn pending(&self) -> Result<Vec<Pending>, StoreError> {
+        let mut conn = self.conn.clone();
+        let all: HashMap<String, String> = conn.hgetall(self.key("routing:pending")).await?;
+        // Only ADD_PENDING writes the hash, so every entry parses.
+        Ok(all
+            .into_iter()
+            .filter_map(|(lead_id, v)| {
+                let (p, since) = v.split_once(':')?;
+                Some(Pending {
+                    lead_id,
+                    priority: Priority::new(p.parse().ok()?).ok()?,
+                    since: DateTime::from_timestamp_micros(since.parse().ok()?)?,
+                })
+            })
+            .collect())
+    }
+
+    pub(super) async fn remove_pending(&self, lead_id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let removed: i32 = conn.hdel(self.key("routing:pending"), lead_id).await?;
+        Ok(removed == 1)
     }
 
     pub(super) async fn add_dead(

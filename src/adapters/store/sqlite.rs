@@ -8,16 +8,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apalis_sqlite::{Config as QueueConfig, SqliteStorage};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use futures::SinkExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
 use super::batch::{Batcher, Job, by_queue};
-use super::{DeadLetter, Enqueued, JournalEntry, StoreError, StoreSettings};
+use super::{Claim, DeadLetter, Enqueued, JournalEntry, Pending, StoreError, StoreSettings};
 use crate::domain::event::Event;
 use crate::domain::ledger::{LedgerRow, Outcome, Scored};
 use crate::domain::presence::Presence;
+use crate::domain::priority::Priority;
 use crate::domain::rate::{Admission, Rate, admit};
 
 /// The SQLite backend.
@@ -59,7 +60,45 @@ const SCHEMA: &[&str] = &[
         scored TEXT,
         outcome TEXT)",
     "CREATE INDEX IF NOT EXISTS robot_ledger_created ON robot_ledger(created_at_us, lead_id)",
+    // Routing: leads each manager received on a day, and who got which lead that day.
+    "CREATE TABLE IF NOT EXISTS robot_loads (
+        day TEXT NOT NULL,
+        manager_id TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (day, manager_id))",
+    "CREATE TABLE IF NOT EXISTS robot_assigned (
+        day TEXT NOT NULL,
+        lead_id TEXT NOT NULL,
+        manager_id TEXT NOT NULL,
+        PRIMARY KEY (day, lead_id))",
+    "CREATE TABLE IF NOT EXISTS robot_pending (
+        lead_id TEXT PRIMARY KEY,
+        priority INTEGER NOT NULL,
+        since_us INTEGER NOT NULL)",
 ];
+
+fn day_key(day: NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
+}
+
+/// Adds `by` (1 or -1) to a manager's count of a day, never below zero.
+async fn bump(
+    tx: &mut sqlx::SqliteConnection,
+    day: &str,
+    manager_id: &str,
+    by: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO robot_loads (day, manager_id, count) VALUES (?1, ?2, MAX(?3, 0))
+         ON CONFLICT(day, manager_id) DO UPDATE SET count = MAX(robot_loads.count + ?3, 0)",
+    )
+    .bind(day)
+    .bind(manager_id)
+    .bind(by)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
 
 fn ts(at: DateTime<Utc>) -> i64 {
     at.timestamp()
@@ -198,6 +237,165 @@ impl SqliteStore {
             Some(r) => Some(serde_json::from_str(r.get::<&str, _>(0))?),
             None => None,
         })
+    }
+
+    pub(super) async fn loads(&self, day: NaiveDate) -> Result<HashMap<String, u32>, StoreError> {
+        let rows =
+            sqlx::query("SELECT manager_id, count FROM robot_loads WHERE day = ?1 AND count > 0")
+                .bind(day_key(day))
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1) as u32))
+            .collect())
+    }
+
+    pub(super) async fn claim_lead(
+        &self,
+        day: NaiveDate,
+        lead_id: &str,
+        manager_id: &str,
+        expected: u32,
+    ) -> Result<Claim, StoreError> {
+        let day = day_key(day);
+        let mut tx = self.pool.begin().await?;
+        // The write comes first, so the transaction holds the write lock from its first
+        // statement: a read first would let two claimers deadlock on the upgrade.
+        let inserted = sqlx::query(
+            "INSERT INTO robot_assigned (day, lead_id, manager_id)
+             SELECT ?1, ?2, ?3
+             WHERE COALESCE((SELECT count FROM robot_loads WHERE day = ?1 AND manager_id = ?3), 0) = ?4
+             ON CONFLICT(day, lead_id) DO NOTHING",
+        )
+        .bind(&day)
+        .bind(lead_id)
+        .bind(manager_id)
+        .bind(i64::from(expected))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let claim = if inserted == 1 {
+            bump(&mut tx, &day, manager_id, 1).await?;
+            Claim::Claimed
+        } else {
+            let owner: Option<String> = sqlx::query_scalar(
+                "SELECT manager_id FROM robot_assigned WHERE day = ?1 AND lead_id = ?2",
+            )
+            .bind(&day)
+            .bind(lead_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match owner {
+                Some(owner) => Claim::AlreadyAssigned(owner),
+                None => {
+                    let count: Option<i64> = sqlx::query_scalar(
+                        "SELECT count FROM robot_loads WHERE day = ?1 AND manager_id = ?2",
+                    )
+                    .bind(&day)
+                    .bind(manager_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    Claim::Moved {
+                        count: count.unwrap_or(0) as u32,
+                    }
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(claim)
+    }
+
+    pub(super) async fn release_lead(
+        &self,
+        day: NaiveDate,
+        lead_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let day = day_key(day);
+        let mut tx = self.pool.begin().await?;
+        let owner: Option<String> = sqlx::query_scalar(
+            "DELETE FROM robot_assigned WHERE day = ?1 AND lead_id = ?2 RETURNING manager_id",
+        )
+        .bind(&day)
+        .bind(lead_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(owner) = &owner {
+            bump(&mut tx, &day, owner, -1).await?;
+        }
+        tx.commit().await?;
+        Ok(owner)
+    }
+
+    pub(super) async fn reassign(
+        &self,
+        day: NaiveDate,
+        lead_id: &str,
+        manager_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let day = day_key(day);
+        let mut tx = self.pool.begin().await?;
+        let owner: Option<String> = sqlx::query_scalar(
+            "DELETE FROM robot_assigned WHERE day = ?1 AND lead_id = ?2 RETURNING manager_id",
+        )
+        .bind(&day)
+        .bind(lead_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(owner) = &owner {
+            bump(&mut tx, &day, owner, -1).await?;
+        }
+        sqlx::query("INSERT INTO robot_assigned (day, lead_id, manager_id) VALUES (?1, ?2, ?3)")
+            .bind(&day)
+            .bind(lead_id)
+            .bind(manager_id)
+            .execute(&mut *tx)
+            .await?;
+        bump(&mut tx, &day, manager_id, 1).await?;
+        tx.commit().await?;
+        Ok(owner)
+    }
+
+    pub(super) async fn add_pending(
+        &self,
+        lead_id: &str,
+        priority: Priority,
+        since: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO robot_pending (lead_id, priority, since_us) VALUES (?1, ?2, ?3)
+             ON CONFLICT(lead_id) DO UPDATE SET priority = excluded.priority",
+        )
+        .bind(lead_id)
+        .bind(i64::from(priority.number()))
+        .bind(since.timestamp_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn pending(&self) -> Result<Vec<Pending>, StoreError> {
+        let rows = sqlx::query("SELECT lead_id, priority, since_us FROM robot_pending")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Pending {
+                lead_id: r.get(0),
+                // Only a `Priority` is ever written.
+                priority: Priority::new(r.get::<i64, _>(1).clamp(1, 5) as u8)
+                    .unwrap_or(Priority::FIFTH),
+                since: DateTime::from_timestamp_micros(r.get(2)).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    pub(super) async fn remove_pending(&self, lead_id: &str) -> Result<bool, StoreError> {
+        let res = sqlx::query("DELETE FROM robot_pending WHERE lead_id = ?1")
+            .bind(lead_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() == 1)
     }
 
     pub(super) async fn add_dead(
