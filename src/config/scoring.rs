@@ -130,6 +130,7 @@ struct RawModel {
     min_leads: usize,
     min_won: usize,
     bands: usize,
+    drift: bool,
 }
 
 impl Default for RawModel {
@@ -143,6 +144,7 @@ impl Default for RawModel {
             min_leads: d.min_leads,
             min_won: d.min_won,
             bands: d.bands,
+            drift: d.drift,
         }
     }
 }
@@ -319,6 +321,7 @@ impl RawScoring {
             min_leads: self.model.min_leads,
             min_won: self.model.min_won,
             bands: self.model.bands.max(1),
+            drift: self.model.drift,
             ..Settings::default()
         };
 

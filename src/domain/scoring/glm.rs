@@ -30,13 +30,29 @@ pub enum Family {
 pub struct Design {
     /// How many columns exist.
     pub width: usize,
-    /// Columns per row (the number of features).
+    /// Columns per row (the number of features, or twice that with time slopes).
     pub per_row: usize,
     /// The rows' columns, row after row.
     pub cells: Vec<u32>,
+    /// The cells' values, parallel to `cells`; empty when every cell is 1 (indicators).
+    pub values: Vec<f64>,
+    /// How many leading cells of a row are indicators (one per feature); the rest carry
+    /// other values (a time slope's age).
+    pub indicators: usize,
 }
 
 impl Design {
+    /// Indicator rows: `per_row` columns each, every one worth 1.
+    pub fn indicators(width: usize, per_row: usize, cells: Vec<u32>) -> Design {
+        Design {
+            width,
+            per_row,
+            cells,
+            values: Vec::new(),
+            indicators: per_row,
+        }
+    }
+
     /// Rows in the design.
     pub fn rows(&self) -> usize {
         self.cells.len().checked_div(self.per_row).unwrap_or(0)
@@ -44,6 +60,28 @@ impl Design {
 
     fn row(&self, i: usize) -> &[u32] {
         &self.cells[i * self.per_row..(i + 1) * self.per_row]
+    }
+
+    fn value(&self, i: usize, k: usize) -> f64 {
+        if self.values.is_empty() {
+            1.0
+        } else {
+            self.values[i * self.per_row + k]
+        }
+    }
+
+    /// The linear predictor of row `i`.
+    fn eta(&self, beta: &Coefficients, i: usize) -> f64 {
+        if self.values.is_empty() {
+            return beta.eta(self.row(i));
+        }
+        let mut eta = beta.intercept;
+        for (k, c) in self.row(i).iter().enumerate() {
+            if *c != NONE {
+                eta += beta.weights[*c as usize] * self.value(i, k);
+            }
+        }
+        eta
     }
 }
 
@@ -142,17 +180,22 @@ pub fn fit(
                 continue;
             }
             let row = design.row(i);
-            let mu = family.mean(beta.eta(row));
+            let mu = family.mean(design.eta(&beta, i));
             let g = w[i] * (mu - y[i]);
             let h = w[i] * family.curvature(mu);
             index.clear();
-            index.push(0usize);
-            index.extend(row.iter().filter(|c| **c != NONE).map(|c| *c as usize + 1));
-            for (a, &j) in index.iter().enumerate() {
-                gradient[j] += g;
+            index.push((0usize, 1.0));
+            index.extend(
+                row.iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c != NONE)
+                    .map(|(k, c)| (*c as usize + 1, design.value(i, k))),
+            );
+            for (a, &(j, vj)) in index.iter().enumerate() {
+                gradient[j] += g * vj;
                 let line = &mut hessian[j * d..(j + 1) * d];
-                for &k in &index[a..] {
-                    line[k] += h;
+                for &(k, vk) in &index[a..] {
+                    line[k] += h * vj * vk;
                 }
             }
         }
@@ -234,7 +277,7 @@ fn objective(
 ) -> f64 {
     let data: f64 = (0..design.rows())
         .filter(|i| w[*i] != 0.0)
-        .map(|i| w[i] * family.loss(beta.eta(design.row(i)), y[i]))
+        .map(|i| w[i] * family.loss(design.eta(beta, i), y[i]))
         .sum();
     data + lambda / 2.0 * beta.weights.iter().map(|b| b * b).sum::<f64>()
 }
@@ -248,17 +291,17 @@ pub fn center(design: &Design, w: &[f64], beta: &mut Coefficients) {
     let mut sums = vec![0.0; design.per_row];
     let mut totals = vec![0.0; design.per_row];
     for (i, weight) in w.iter().enumerate() {
-        for (f, c) in design.row(i).iter().enumerate() {
+        for (f, c) in design.row(i)[..design.indicators].iter().enumerate() {
             if *c != NONE {
                 sums[f] += weight * beta.weights[*c as usize];
                 totals[f] += weight;
             }
         }
     }
-    // Which feature each column belongs to.
+    // Which feature each indicator column belongs to.
     let mut owner = vec![usize::MAX; design.width];
     for i in 0..design.rows() {
-        for (f, c) in design.row(i).iter().enumerate() {
+        for (f, c) in design.row(i)[..design.indicators].iter().enumerate() {
             if *c != NONE {
                 owner[*c as usize] = f;
             }
@@ -331,11 +374,7 @@ mod tests {
             let won = if both { i % 10 < 4 } else { i % 10 == 1 };
             y.push(if won { 1.0 } else { 0.0 });
         }
-        let design = Design {
-            width: 2,
-            per_row: 2,
-            cells,
-        };
+        let design = Design::indicators(2, 2, cells);
         let w = vec![1.0; y.len()];
         let beta = fit(&design, &y, &w, Family::Logistic, 0.01, None);
         let p_both = sigmoid(beta.eta(&[0, 1]));
@@ -359,11 +398,7 @@ mod tests {
         }
         cells.extend([1, 1]);
         y.extend([1.0, 1.0]);
-        let design = Design {
-            width: 2,
-            per_row: 1,
-            cells,
-        };
+        let design = Design::indicators(2, 1, cells);
         let w = vec![1.0; y.len()];
         let mut beta = fit(&design, &y, &w, Family::Logistic, 1.0, None);
         center(&design, &w, &mut beta);
@@ -380,11 +415,7 @@ mod tests {
     fn log_linear_learns_a_mean_multiple() {
         let cells = vec![0, 0, 1, 1];
         let y = vec![1.0, 3.0, 10.0, 14.0];
-        let design = Design {
-            width: 2,
-            per_row: 1,
-            cells,
-        };
+        let design = Design::indicators(2, 1, cells);
         let beta = fit(&design, &y, &[1.0; 4], Family::LogLinear, 1e-6, None);
         assert!((Family::LogLinear.mean(beta.eta(&[0])) - 2.0).abs() < 1e-3);
         assert!((Family::LogLinear.mean(beta.eta(&[1])) - 12.0).abs() < 1e-3);

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::encode::Encoder;
+use super::encode::{Encoder, NONE};
 use super::feature::{Feature, History, Observation, Okved, observe};
 use super::glm::{self, Coefficients, Design, Family};
 use super::margin::Margins;
@@ -78,6 +78,8 @@ pub struct Settings {
     pub min_won: usize,
     /// Bands per number feature.
     pub bands: usize,
+    /// Learn each value's drift over the period (a time slope) and score as of its end.
+    pub drift: bool,
     /// The penalties tried; the best on held-out data is kept (with the best of the
     /// half-life, its half and its quarter).
     pub lambdas: Vec<f64>,
@@ -92,6 +94,7 @@ impl Default for Settings {
             min_leads: 500,
             min_won: 30,
             bands: 32,
+            drift: true,
             lambdas: vec![0.3, 1.0, 3.0, 10.0, 30.0, 100.0],
         }
     }
@@ -241,7 +244,7 @@ fn choose(features: &[Feature], settings: &Settings, past: &[&PastLead]) -> (f64
     // From the strongest penalty down: each fit starts from the previous answer.
     lambdas.sort_by(|a, b| b.total_cmp(a));
     for half_life in half_lives(settings.half_life_days) {
-        let (design, y, w) = design_of(&encoder, fit_part, half_life);
+        let (design, y, w) = design_of(&encoder, fit_part, half_life, settings.drift);
         let mut start: Option<Coefficients> = None;
         for &lambda in &lambdas {
             let beta = glm::fit(&design, &y, &w, Family::Logistic, lambda, start.as_ref());
@@ -268,23 +271,42 @@ fn half_lives(configured: Option<f64>) -> Vec<Option<f64>> {
 }
 
 /// The rows as a design, with the outcome and the time weights.
+///
+/// With `slopes`, every column gets a twin (column + width) worth the lead's age in years
+/// before the newest one (0 for the newest, negative before): a value whose effect drifts
+/// over the months learns a slope, and the model keeps only the effects as of the newest
+/// leads (scoring never switches the twins on). A market that moved during the year is
+/// then predicted as it is now, not as it was on average.
 fn design_of(
     encoder: &Encoder,
     leads: &[&PastLead],
     half_life_days: Option<f64>,
+    slopes: bool,
 ) -> (Design, Vec<f64>, Vec<f64>) {
-    let per_row = encoder.features.len();
+    let features = encoder.features.len();
+    let width = encoder.width;
+    let per_row = if slopes { 2 * features } else { features };
+    let newest = leads.iter().map(|l| l.created_at).max().unwrap_or_default();
     let mut cells = Vec::with_capacity(leads.len() * per_row);
-    let mut row = Vec::with_capacity(per_row);
+    let mut values = Vec::with_capacity(if slopes { leads.len() * per_row } else { 0 });
+    let mut row = Vec::with_capacity(features);
     for lead in leads {
         encoder.encode_into(&lead.observation, &mut row);
         cells.extend_from_slice(&row);
+        if slopes {
+            let years = -((newest - lead.created_at).num_seconds() as f64) / (365.0 * 86_400.0);
+            cells.extend(
+                row.iter()
+                    .map(|c| if *c == NONE { NONE } else { c + width }),
+            );
+            values.extend(std::iter::repeat_n(1.0, features));
+            values.extend(std::iter::repeat_n(years, features));
+        }
     }
     let y = leads
         .iter()
         .map(|l| f64::from(u8::from(l.is_won())))
         .collect();
-    let newest = leads.iter().map(|l| l.created_at).max().unwrap_or_default();
     let w = leads
         .iter()
         .map(|l| match half_life_days {
@@ -297,9 +319,11 @@ fn design_of(
         .collect();
     (
         Design {
-            width: encoder.width as usize,
+            width: width as usize * if slopes { 2 } else { 1 },
             per_row,
             cells,
+            values,
+            indicators: features,
         },
         y,
         w,
@@ -315,13 +339,19 @@ fn fit_on(
     let kinds: Vec<_> = features.iter().map(|f| f.kind).collect();
     let rows: Vec<&Observation> = leads.iter().map(|l| &l.observation).collect();
     let encoder = Encoder::fit(&kinds, &rows, settings.bands);
-    let (design, y, w) = design_of(&encoder, leads, half_life_days);
+    let (design, y, w) = design_of(&encoder, leads, half_life_days, settings.drift);
     let mut chance = glm::fit(&design, &y, &w, Family::Logistic, lambda, None);
     glm::center(&design, &w, &mut chance);
+    // The slopes' twins served the fit; the model scores as of the newest leads.
+    chance.weights.truncate(encoder.width as usize);
     let typical_budget = median(leads.iter().filter_map(|l| l.budget).filter(|b| *b > 0.0));
     let value = match settings.learn {
         Learn::Sale => None,
-        Learn::Value { .. } => Some(fit_value(&design, leads, &w, lambda)),
+        Learn::Value { .. } => {
+            let mut value = fit_value(&design, leads, &w, lambda);
+            value.weights.truncate(encoder.width as usize);
+            Some(value)
+        }
     };
     Model {
         learn: settings.learn,
