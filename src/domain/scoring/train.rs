@@ -243,7 +243,7 @@ fn choose(features: &[Feature], settings: &Settings, past: &[&PastLead]) -> (f64
     let mut lambdas = settings.lambdas.clone();
     // From the strongest penalty down: each fit starts from the previous answer.
     lambdas.sort_by(|a, b| b.total_cmp(a));
-    for half_life in half_lives(settings.half_life_days) {
+    for half_life in half_lives(settings.half_life_days, settings.drift) {
         let (design, y, w) = design_of(&encoder, fit_part, half_life, settings.drift);
         let mut start: Option<Coefficients> = None;
         for &lambda in &lambdas {
@@ -262,9 +262,11 @@ fn choose(features: &[Feature], settings: &Settings, past: &[&PastLead]) -> (f64
     best.1
 }
 
-/// The memories tried: the file's, and shorter ones down to a quarter of it.
-fn half_lives(configured: Option<f64>) -> Vec<Option<f64>> {
+/// The memories tried: the file's, and shorter ones down to a quarter of it; with time
+/// slopes, which follow a drift themselves, only the file's and its half.
+fn half_lives(configured: Option<f64>, slopes: bool) -> Vec<Option<f64>> {
     match configured {
+        Some(h) if h > 0.0 && slopes => vec![Some(h), Some(h / 2.0)],
         Some(h) if h > 0.0 => vec![Some(h), Some(h / 2.0), Some(h / 4.0)],
         _ => vec![None],
     }
