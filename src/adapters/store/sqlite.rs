@@ -82,6 +82,25 @@ fn day_key(day: NaiveDate) -> String {
 }
 
 /// Adds `by` (1 or -1) to a manager's count of a day, never below zero.
+/// Takes a lead off whoever had it that day, their count going down with it; who that was.
+async fn unassign(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    day: &str,
+    lead_id: &str,
+) -> Result<Option<String>, StoreError> {
+    let owner: Option<String> = sqlx::query_scalar(
+        "DELETE FROM robot_assigned WHERE day = ?1 AND lead_id = ?2 RETURNING manager_id",
+    )
+    .bind(day)
+    .bind(lead_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(owner) = &owner {
+        bump(tx, day, owner, -1).await?;
+    }
+    Ok(owner)
+}
+
 async fn bump(
     tx: &mut sqlx::SqliteConnection,
     day: &str,
@@ -313,16 +332,7 @@ impl SqliteStore {
     ) -> Result<Option<String>, StoreError> {
         let day = day_key(day);
         let mut tx = self.pool.begin().await?;
-        let owner: Option<String> = sqlx::query_scalar(
-            "DELETE FROM robot_assigned WHERE day = ?1 AND lead_id = ?2 RETURNING manager_id",
-        )
-        .bind(&day)
-        .bind(lead_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(owner) = &owner {
-            bump(&mut tx, &day, owner, -1).await?;
-        }
+        let owner = unassign(&mut tx, &day, lead_id).await?;
         tx.commit().await?;
         Ok(owner)
     }
@@ -335,16 +345,7 @@ impl SqliteStore {
     ) -> Result<Option<String>, StoreError> {
         let day = day_key(day);
         let mut tx = self.pool.begin().await?;
-        let owner: Option<String> = sqlx::query_scalar(
-            "DELETE FROM robot_assigned WHERE day = ?1 AND lead_id = ?2 RETURNING manager_id",
-        )
-        .bind(&day)
-        .bind(lead_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(owner) = &owner {
-            bump(&mut tx, &day, owner, -1).await?;
-        }
+        let owner = unassign(&mut tx, &day, lead_id).await?;
         sqlx::query("INSERT INTO robot_assigned (day, lead_id, manager_id) VALUES (?1, ?2, ?3)")
             .bind(&day)
             .bind(lead_id)
