@@ -15,6 +15,7 @@ use crate::adapters::crm::Crm;
 use crate::adapters::crm::fields::FieldRef;
 use crate::adapters::model_file;
 use crate::adapters::store::{Location, Store, StoreSettings};
+use crate::config::scoring::ScoringRules;
 use crate::config::{
     self, B24Entity, CrmKind, Env, RobotConfig, Secrets, Severity, StorageBackend,
 };
@@ -346,24 +347,33 @@ impl Context {
 }
 
 impl Context {
+    /// `scoring.toml`, checked against the lead fields `robot.toml` maps; `None` when there
+    /// is none, an error listing every problem when it is wrong.
+    pub fn scoring_rules(&self) -> anyhow::Result<Option<ScoringRules>> {
+        let fields: Vec<String> = self.config.fields.leads.keys().cloned().collect();
+        config::scoring::load(&self.dir, Some(&fields)).map_err(|problems| {
+            let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!(
+                "{} has problems:\n{}",
+                config::scoring::FILE_NAME,
+                listed.join("\n")
+            )
+        })
+    }
+
+    /// The trained model's file in the data folder.
+    pub fn model_path(&self) -> PathBuf {
+        self.data_dir().join(model_file::DEFAULT_NAME)
+    }
+
     /// The scoring rules and the trained model: `Ok(Err(why))` when the robot cannot
     /// score (no scoring.toml, or no model yet), an error when scoring.toml is wrong or
     /// the model does not fit it.
     pub fn scoring(&self) -> anyhow::Result<Result<ScoringSetup, String>> {
-        let fields: Vec<String> = self.config.fields.leads.keys().cloned().collect();
-        let rules = match config::scoring::load(&self.dir, Some(&fields)) {
-            Ok(Some(rules)) => rules,
-            Ok(None) => return Ok(Err(format!("there is no {}", config::scoring::FILE_NAME))),
-            Err(problems) => {
-                let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                bail!(
-                    "{} has problems:\n{}",
-                    config::scoring::FILE_NAME,
-                    listed.join("\n")
-                );
-            }
+        let Some(rules) = self.scoring_rules()? else {
+            return Ok(Err(format!("there is no {}", config::scoring::FILE_NAME)));
         };
-        let path = self.data_dir().join(model_file::DEFAULT_NAME);
+        let path = self.model_path();
         let model = match model_file::load(&path) {
             Ok(model) => model,
             Err(model_file::ModelFileError::Missing(_)) => {

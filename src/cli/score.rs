@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use crate::adapters::{csv, leads_file, model_file};
 use crate::cli::context;
-use crate::cli::train::{default_model, rules};
+use crate::cli::train::rules;
 use crate::domain::condition::Facts;
 use crate::domain::lead::FieldValue;
 use crate::domain::scoring::Scorer;
@@ -103,11 +103,9 @@ async fn explain(dir: &Path, id: &str) -> anyhow::Result<()> {
 
 /// `score --leads FILE.csv`.
 fn score_file(dir: &Path, leads: &Path, args: &ScoreArgs) -> anyhow::Result<()> {
-    let rules = rules(dir)?;
-    let model_path = match args.model.clone() {
-        Some(m) => m,
-        None => default_model(dir)?,
-    };
+    let ctx = context::load(dir)?;
+    let rules = rules(&ctx)?;
+    let model_path = args.model.clone().unwrap_or_else(|| ctx.model_path());
     let model = model_file::load(&model_path)?;
     if let Some(mismatch) = model.mismatch(&rules.features) {
         anyhow::bail!("{}: {mismatch}; train it again", model_path.display());

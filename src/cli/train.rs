@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use crate::adapters::crm::LeadFilter;
 use crate::adapters::{leads_file, model_file};
-use crate::cli::context;
+use crate::cli::context::{self, Context};
 use crate::config::scoring::{self, ScoringRules};
 use crate::domain::lead::{Lead, closed};
 use crate::domain::scoring::priorities::rub;
@@ -40,41 +40,21 @@ pub struct TrainArgs {
 }
 
 /// The scoring rules of the config folder; an error when there are none or they are wrong.
-pub fn rules(dir: &Path) -> anyhow::Result<ScoringRules> {
-    let ctx = context::load(dir)?;
-    let fields: Vec<String> = ctx.config.fields.leads.keys().cloned().collect();
-    match scoring::load(dir, Some(&fields)) {
-        Ok(Some(rules)) => Ok(rules),
-        Ok(None) => anyhow::bail!(
+pub fn rules(ctx: &Context) -> anyhow::Result<ScoringRules> {
+    ctx.scoring_rules()?.ok_or_else(|| {
+        anyhow::anyhow!(
             "{}: there is no {}; the scoring needs one (the shipped config folder has an example)",
-            dir.display(),
+            ctx.dir.display(),
             scoring::FILE_NAME
-        ),
-        Err(problems) => {
-            let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            anyhow::bail!(
-                "{} has problems:\n{}",
-                scoring::FILE_NAME,
-                listed.join("\n")
-            )
-        }
-    }
-}
-
-/// The default model file: in the data folder.
-pub fn default_model(dir: &Path) -> anyhow::Result<PathBuf> {
-    Ok(context::load(dir)?
-        .data_dir()
-        .join(model_file::DEFAULT_NAME))
+        )
+    })
 }
 
 /// Runs `train`.
 pub async fn run(dir: &Path, args: TrainArgs) -> anyhow::Result<()> {
-    let rules = rules(dir)?;
-    let out = match args.out {
-        Some(out) => out,
-        None => default_model(dir)?,
-    };
+    let ctx = context::load(dir)?;
+    let rules = rules(&ctx)?;
+    let out = args.out.unwrap_or_else(|| ctx.model_path());
     let started = Instant::now();
     let (leads, from) = match (&args.deals, args.since) {
         (Some(deals), _) => {
@@ -84,7 +64,7 @@ pub async fn run(dir: &Path, args: TrainArgs) -> anyhow::Result<()> {
                 deals.display().to_string(),
             )
         }
-        (None, Some(since)) => (from_crm(dir, &rules, since).await?, "the CRM".to_owned()),
+        (None, Some(since)) => (from_crm(&ctx, &rules, since).await?, "the CRM".to_owned()),
         (None, None) => anyhow::bail!(
             "say where the past leads are: --deals FILE.csv or --from-crm --since DATE"
         ),
@@ -117,11 +97,10 @@ pub async fn run(dir: &Path, args: TrainArgs) -> anyhow::Result<()> {
 /// robot sees them in `serve` (the client's history included). Costs a read of each closed
 /// lead and of each client's leads, within the CRM's rate limit.
 async fn from_crm(
-    dir: &Path,
+    ctx: &Context,
     rules: &ScoringRules,
     since: chrono::NaiveDate,
 ) -> anyhow::Result<Vec<PastLead>> {
-    let ctx = context::load(dir)?;
     let store = ctx.open_store().await?;
     let connected = ctx
         .crm(&store)?
