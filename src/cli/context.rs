@@ -347,6 +347,13 @@ impl Context {
 }
 
 impl Context {
+    /// The connected CRM, or an error saying why there is none: for the commands that
+    /// cannot work without it.
+    pub fn connected(&self, store: &Store) -> anyhow::Result<ConnectedCrm> {
+        self.crm(store)?
+            .map_err(|why| anyhow::anyhow!("the CRM is not connected: {why}"))
+    }
+
     /// `scoring.toml`, checked against the lead fields `robot.toml` maps; `None` when there
     /// is none, an error listing every problem when it is wrong.
     pub fn scoring_rules(&self) -> anyhow::Result<Option<ScoringRules>> {

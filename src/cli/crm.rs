@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, bail};
 
 use crate::cli::context::{self, ConnectedCrm};
 use crate::config::CrmKind;
@@ -47,8 +47,7 @@ pub enum AuthAction {
 async fn connect(config_dir: &Path) -> anyhow::Result<ConnectedCrm> {
     let ctx = context::load(config_dir)?;
     let store = ctx.open_store().await?;
-    ctx.crm(&store)?
-        .map_err(|why| anyhow!("the CRM is not connected: {why}"))
+    ctx.connected(&store)
 }
 
 /// Runs `crm`.
@@ -118,9 +117,7 @@ pub async fn auth(config_dir: &Path, action: AuthAction) -> anyhow::Result<()> {
                 );
             }
             let store = ctx.open_store().await?;
-            let connected = ctx
-                .crm(&store)?
-                .map_err(|why| anyhow!("the CRM is not connected: {why}"))?;
+            let connected = ctx.connected(&store)?;
             let context::Client::Bitrix24(b24) = connected.client else {
                 bail!("crm.kind is not bitrix24");
             };

@@ -42,9 +42,7 @@ pub async fn run(dir: &Path, args: RouteArgs) -> anyhow::Result<()> {
     let (roster, routing) = rules(dir)?;
     let ctx = context::load(dir)?;
     let store = ctx.open_store().await?;
-    let connected = ctx
-        .crm(&store)?
-        .map_err(|why| anyhow::anyhow!("the CRM is not connected: {why}"))?;
+    let connected = ctx.connected(&store)?;
     let description = connected.description.clone();
 
     // The priority comes from the scoring when the robot can score; otherwise the middle.

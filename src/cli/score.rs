@@ -56,9 +56,7 @@ async fn explain(dir: &Path, id: &str) -> anyhow::Result<()> {
         .scoring()?
         .map_err(|why| anyhow::anyhow!("cannot score: {why}"))?;
     let store = ctx.open_store().await?;
-    let connected = ctx
-        .crm(&store)?
-        .map_err(|why| anyhow::anyhow!("the CRM is not connected: {why}"))?;
+    let connected = ctx.connected(&store)?;
     let rules = setup.rules.clone();
     let model = setup.model.clone();
     let scoring = ScoreLeads::new(

@@ -102,9 +102,7 @@ async fn from_crm(
     since: chrono::NaiveDate,
 ) -> anyhow::Result<Vec<PastLead>> {
     let store = ctx.open_store().await?;
-    let connected = ctx
-        .crm(&store)?
-        .map_err(|why| anyhow::anyhow!("the CRM is not connected: {why}"))?;
+    let connected = ctx.connected(&store)?;
     let from = since
         .and_hms_opt(0, 0, 0)
         .unwrap_or_default()

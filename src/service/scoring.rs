@@ -102,7 +102,9 @@ impl ScoreLeads {
             tracing::info!(lead = %lead.id, won, profit, "outcome recorded in the ledger");
             return Ok(Scoring::Closed(how));
         }
-        let history = self.history(&lead).await.map_err(crm_error)?;
+        let history = history_of(self.crm.as_ref(), &lead)
+            .await
+            .map_err(crm_error)?;
         let observation = observe(&rules.features, &lead, &rules.okved, history);
         let inputs = self.fingerprint(&observation, &lead);
         let key = format!("score-inputs:{}", lead.id);
@@ -155,7 +157,7 @@ impl ScoreLeads {
             return Ok(None);
         };
         let rules = &self.setup.rules;
-        let history = self.history(&lead).await?;
+        let history = history_of(self.crm.as_ref(), &lead).await?;
         let observation = observe(&rules.features, &lead, &rules.okved, history);
         let assessment = self.assess(&lead, &observation);
         Ok(Some((lead, observation, assessment)))
@@ -170,10 +172,6 @@ impl ScoreLeads {
             model: &self.setup.model,
         };
         scorer.assess(observation, lead.budget, facts_of(lead))
-    }
-
-    async fn history(&self, lead: &Lead) -> Result<History, CrmError> {
-        history_of(self.crm.as_ref(), lead).await
     }
 }
 
