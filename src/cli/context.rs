@@ -22,10 +22,12 @@ use crate::config::{
 use crate::domain::event::Source;
 use crate::domain::rate::Rate;
 use crate::domain::retry::RetryPolicy;
+use crate::domain::routing::{Roster, RoutingRules};
 use crate::service::catchup::CatchUp;
-use crate::service::entities::LoadEntity;
 use crate::service::jobs::EventHandler;
 use crate::service::jobs::{Jobs, Journal};
+use crate::service::robot::Robot;
+use crate::service::routing::{RouteLeads, RoutingSetup};
 use crate::service::scoring::{ScoreLeads, ScoringSetup};
 use crate::service::secrets::{self, Origin};
 use crate::service::settings::{AmocrmAccount, Bitrix24Portal, Settings};
@@ -300,50 +302,132 @@ impl Context {
         }
     }
 
-    /// What the workers do with an event: load its record through the CRM and record it,
-    /// or only record it when no CRM is connected. Says which, for the start-up message, and
-    /// gives the client when there is one.
-    pub fn handler(
-        &self,
-        store: &Store,
-    ) -> anyhow::Result<(Arc<dyn EventHandler>, String, Option<Client>)> {
-        Ok(match self.crm(store)? {
-            Ok(connected) => match self.scoring()? {
-                Ok(setup) => {
-                    let what = format!(
-                        "{}: each new or changed lead is scored (model of {} leads up to {})",
-                        connected.description,
-                        setup.model.trained_on,
-                        setup.model.trained_until.format("%Y-%m-%d")
-                    );
-                    let handler: Arc<dyn EventHandler> = Arc::new(ScoreLeads::new(
-                        connected.crm,
-                        setup,
-                        connected.source,
-                        connected.lead_entity,
-                    ));
-                    (handler, what, Some(connected.client))
-                }
-                Err(why) => {
-                    let what = format!(
-                        "{}: each event's lead, contact or company is loaded; leads are not \
-                         scored ({why})",
-                        connected.description
-                    );
-                    let handler: Arc<dyn EventHandler> = Arc::new(
-                        LoadEntity::new(connected.crm, connected.source)
-                            .with_lead_entity(connected.lead_entity),
-                    );
-                    (handler, what, Some(connected.client))
-                }
-            },
-            Err(why) => (
-                Arc::new(Journal),
-                format!("not connected ({why}): events are recorded only"),
-                None,
-            ),
+    /// What the workers do with an event: score and route the leads, as far as the config
+    /// and the model allow; else load its record through the CRM; or only record it when no
+    /// CRM is connected. Says which, for the start-up message.
+    pub fn handler(&self, store: &Store) -> anyhow::Result<Handling> {
+        let connected = match self.crm(store)? {
+            Ok(connected) => connected,
+            Err(why) => {
+                return Ok(Handling {
+                    handler: Arc::new(Journal),
+                    what: format!("not connected ({why}): events are recorded only"),
+                    client: None,
+                    routing: None,
+                });
+            }
+        };
+        let mut what = vec![connected.description.clone()];
+        let scoring = match self.scoring()? {
+            Ok(setup) => {
+                what.push(format!(
+                    "each new or changed lead is scored (model of {} leads up to {})",
+                    setup.model.trained_on,
+                    setup.model.trained_until.format("%Y-%m-%d")
+                ));
+                Some(ScoreLeads::new(
+                    connected.crm.clone(),
+                    setup,
+                    connected.source,
+                    connected.lead_entity,
+                ))
+            }
+            Err(why) => {
+                what.push(format!("leads are not scored ({why})"));
+                None
+            }
+        };
+        let routing = match self.routing_rules()? {
+            Some((roster, rules)) => {
+                what.push(format!(
+                    "new leads are routed to {} managers in {} groups",
+                    roster.managers.iter().filter(|m| m.active).count(),
+                    roster.groups.len()
+                ));
+                Some(Arc::new(RouteLeads::new(
+                    connected.crm.clone(),
+                    RoutingSetup {
+                        roster: Arc::new(roster),
+                        rules: Arc::new(rules),
+                    },
+                )))
+            }
+            None => {
+                what.push(format!(
+                    "leads are not routed (there is no {} or {})",
+                    config::managers::FILE_NAME,
+                    config::routing::FILE_NAME
+                ));
+                None
+            }
+        };
+        let handler: Arc<dyn EventHandler> = Arc::new(Robot::new(
+            connected.crm,
+            connected.source,
+            connected.lead_entity,
+            scoring,
+            routing.clone(),
+        ));
+        Ok(Handling {
+            handler,
+            what: what.join("; "),
+            client: Some(connected.client),
+            routing,
         })
     }
+
+    /// `managers.toml` and `routing.toml`, checked; `None` when either file is missing, an
+    /// error listing every problem when one is wrong.
+    pub fn routing_rules(&self) -> anyhow::Result<Option<(Roster, RoutingRules)>> {
+        let listed = |problems: Vec<config::Problem>| {
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let roster = match config::managers::load(&self.dir) {
+            Ok(Some(roster)) => roster,
+            Ok(None) => return Ok(None),
+            Err(problems) => bail!(
+                "{} has problems:\n{}",
+                config::managers::FILE_NAME,
+                listed(problems)
+            ),
+        };
+        let fields: Vec<String> = self.config.fields.leads.keys().cloned().collect();
+        let known = config::routing::Known {
+            roster: &roster,
+            lead_fields: Some(&fields),
+            fresh_for: self
+                .config
+                .presence
+                .fresh_for
+                .as_std()
+                .context("presence.fresh_for is not wall-clock time")?,
+        };
+        match config::routing::load(&self.dir, known) {
+            Ok(Some(rules)) => Ok(Some((roster, rules))),
+            Ok(None) => Ok(None),
+            Err(problems) => bail!(
+                "{} has problems:\n{}",
+                config::routing::FILE_NAME,
+                listed(problems)
+            ),
+        }
+    }
+}
+
+/// What the workers do with events, as [`Context::handler`] sets it up.
+pub struct Handling {
+    /// The handler.
+    pub handler: Arc<dyn EventHandler>,
+    /// What it does, for the start-up message.
+    pub what: String,
+    /// The CRM client, when one is connected.
+    pub client: Option<Client>,
+    /// The routing, when there is a roster: `serve` looks at its waiting leads periodically.
+    pub routing: Option<Arc<RouteLeads>>,
 }
 
 impl Context {
@@ -506,6 +590,6 @@ pub async fn jobs(dir: &Path) -> anyhow::Result<Jobs> {
     let ctx = load(dir)?;
     let store = ctx.open_store().await?;
     let (settings, _) = ctx.settings(false)?;
-    let (handler, _, _) = ctx.handler(&store)?;
-    Ok(Jobs::new(store, handler, settings.retry))
+    let handling = ctx.handler(&store)?;
+    Ok(Jobs::new(store, handling.handler, settings.retry))
 }

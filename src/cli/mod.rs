@@ -84,8 +84,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Score leads: a CSV file gets each lead's chance, expected profit, priority and reasons.
     Score(score::ScoreArgs),
-    /// Who would get a lead of the CRM now, and why not the others (`--dry-run` only:
-    /// `serve` does not route leads yet).
+    /// Hand a lead of the CRM to a manager now; with `--dry-run`, only say who would get
+    /// it and why not the others.
     Route(route::RouteArgs),
     /// Simulate a day of routing on the config's roster and rules.
     Simulate {

@@ -1,9 +1,11 @@
-//! `sales-robot route --lead ID --dry-run`: who would get a lead of the CRM now, and where
-//! every other manager stands. It reads the CRM and the store and writes to neither:
-//! `serve` does not route leads yet.
+//! `sales-robot route --lead ID [--dry-run]`: who gets a lead of the CRM now, and where
+//! every other manager stands. With `--dry-run` it reads the CRM and the store and writes to
+//! neither; without, it hands the lead out as `serve` does a new one (responsible user,
+//! first task, note) or puts it on the pending list.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -12,6 +14,7 @@ use crate::cli::context;
 use crate::cli::simulate::{minutes, rules};
 use crate::domain::priority::Priority;
 use crate::domain::routing::{Board, Decision, Heard, OverflowTo, Request, Router, Scope, Verdict};
+use crate::service::routing::{RouteLeads, Routed, RoutingSetup};
 use crate::service::scoring::{ScoreLeads, routing_facts};
 
 /// Arguments of `route`.
@@ -20,7 +23,8 @@ pub struct RouteArgs {
     /// The lead's id in the CRM.
     #[arg(long, value_name = "ID")]
     pub lead: String,
-    /// Only say who would get it and why; nothing is written.
+    /// Only say who would get it and why; nothing is written. Without it the lead is
+    /// handed out now, as `serve` hands out a new lead.
     #[arg(long)]
     pub dry_run: bool,
     /// Decide as of this moment (RFC 3339, such as 2026-11-23T11:00:00+03:00) instead of
@@ -31,19 +35,13 @@ pub struct RouteArgs {
 
 /// Runs `route`.
 pub async fn run(dir: &Path, args: RouteArgs) -> anyhow::Result<()> {
-    if !args.dry_run {
-        anyhow::bail!(
-            "routing a lead for real is not built yet (`serve` does not route leads either); \
-             run `route --lead {} --dry-run` to see who would get it",
-            args.lead
-        );
-    }
     let now = args.at.map_or_else(Utc::now, |t| t.with_timezone(&Utc));
     let (roster, routing) = rules(dir)?;
     let ctx = context::load(dir)?;
     let store = ctx.open_store().await?;
     let connected = ctx.connected(&store)?;
     let description = connected.description.clone();
+    let crm = connected.crm.clone();
 
     // The priority comes from the scoring when the robot can score; otherwise the middle.
     let (lead, priority, why_priority) = match ctx.scoring()? {
@@ -71,6 +69,40 @@ pub async fn run(dir: &Path, args: RouteArgs) -> anyhow::Result<()> {
         }
     };
 
+    if !args.dry_run {
+        let router = RouteLeads::new(
+            crm,
+            RoutingSetup {
+                roster: Arc::new(roster),
+                rules: Arc::new(routing),
+            },
+        )
+        .with_clock(Arc::new(move || now));
+        println!("lead {} «{}»", lead.id, lead.name);
+        println!("priority {priority}: {why_priority}");
+        let routed = router
+            .route_now(&lead, priority, &store)
+            .await
+            .context("routing failed")?;
+        match routed {
+            Routed::Assigned { manager, reasons } => {
+                println!("given to {manager}: {}", reasons.join("; "));
+            }
+            Routed::Waiting { until, why } => {
+                println!("waits for a manager: {why}");
+                if let Some(t) = until {
+                    println!("looked at again by {} at the latest", t.to_rfc3339());
+                }
+            }
+            Routed::NotRouted { why } => println!("not given to a person: {why}"),
+            Routed::AlreadyGiven { manager } => {
+                println!("already given to {manager}: nothing new was written")
+            }
+            Routed::Kept => println!("kept by its manager"),
+            Routed::Closed => println!("the lead is closed: nothing to route"),
+        }
+        return Ok(());
+    }
     let mut presence: Vec<Option<Heard>> = Vec::with_capacity(roster.managers.len());
     let mut received = Vec::with_capacity(roster.managers.len());
     // Each manager's count is of their own calendar day.

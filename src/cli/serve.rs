@@ -49,15 +49,31 @@ fn start_catchup(
     Ok(())
 }
 
+/// Starts the periodic look at the leads waiting for a manager, when leads are routed.
+fn start_recheck(
+    routing: Option<Arc<crate::service::routing::RouteLeads>>,
+    store: &crate::adapters::store::Store,
+    stop: &CancellationToken,
+) {
+    if let Some(routing) = routing {
+        println!(
+            "routing: waiting leads are looked at every {}s and on each presence change",
+            routing.recheck().as_secs()
+        );
+        tokio::spawn(routing.run(store.clone(), stop.clone()));
+    }
+}
+
 /// Runs the robot until SIGTERM: the HTTP intake when `http`, a worker when `worker`.
 pub async fn serve(config_dir: &Path, http: bool, worker: bool) -> anyhow::Result<()> {
     let ctx = context::load(config_dir)?;
     let store = ctx.open_store().await?;
     let (settings, hook_origin) = ctx.settings(worker)?;
-    let (handler, crm, client) = ctx.handler(&store)?;
-    if let Some(client) = client {
+    let handling = ctx.handler(&store)?;
+    if let Some(client) = handling.client {
         context::check_fields_in_background(client);
     }
+    let (handler, crm, routing) = (handling.handler, handling.what, handling.routing);
     let stop = CancellationToken::new();
     stop_on_signal(stop.clone());
     if !http {
@@ -73,6 +89,7 @@ pub async fn serve(config_dir: &Path, http: bool, worker: bool) -> anyhow::Resul
         );
         println!("CRM: {crm}");
         start_catchup(&ctx, &jobs, &stop)?;
+        start_recheck(routing, jobs.store(), &stop);
         let grace = settings.shutdown_grace;
         worker::run(jobs, settings.concurrency, grace, async move {
             stop.cancelled().await
@@ -103,6 +120,7 @@ pub async fn serve(config_dir: &Path, http: bool, worker: bool) -> anyhow::Resul
     println!("CRM: {crm}");
     if worker {
         start_catchup(&ctx, &app.jobs(), &stop)?;
+        start_recheck(routing, app.jobs().store(), &stop);
     }
     println!("Paste these webhook URLs:");
     for (who, url) in app.webhook_urls() {

@@ -45,50 +45,14 @@ pub fn run(dir: &Path, what: SimulateWhat) -> anyhow::Result<()> {
 /// The roster and routing rules of the config folder; an error when either is missing or
 /// wrong.
 pub fn rules(dir: &Path) -> anyhow::Result<(Roster, RoutingRules)> {
-    let ctx = context::load(dir)?;
-    let listed = |problems: Vec<crate::config::Problem>| {
-        problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let roster = match managers::load(dir) {
-        Ok(Some(roster)) => roster,
-        Ok(None) => anyhow::bail!(
-            "{}: there is no {}; routing needs the roster (the shipped config folder has an example)",
+    context::load(dir)?.routing_rules()?.with_context(|| {
+        format!(
+            "{}: routing needs {} and {} (the shipped config folder has examples)",
             dir.display(),
-            managers::FILE_NAME
-        ),
-        Err(problems) => anyhow::bail!(
-            "{} has problems:\n{}",
             managers::FILE_NAME,
-            listed(problems)
-        ),
-    };
-    let fields: Vec<String> = ctx.config.fields.leads.keys().cloned().collect();
-    let known = routing::Known {
-        roster: &roster,
-        lead_fields: Some(&fields),
-        fresh_for: ctx
-            .config
-            .presence
-            .fresh_for
-            .as_std()
-            .context("presence.fresh_for is not wall-clock time")?,
-    };
-    let rules = match routing::load(dir, known) {
-        Ok(Some(rules)) => rules,
-        Ok(None) => anyhow::bail!(
-            "{}: there is no {}; routing needs it (the shipped config folder has an example)",
-            dir.display(),
             routing::FILE_NAME
-        ),
-        Err(problems) => {
-            anyhow::bail!("{} has problems:\n{}", routing::FILE_NAME, listed(problems))
-        }
-    };
-    Ok((roster, rules))
+        )
+    })
 }
 
 fn day(dir: &Path, args: DayArgs) -> anyhow::Result<()> {

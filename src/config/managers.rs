@@ -81,13 +81,13 @@ struct RawGroup {
 /// A CRM user id, written as a number or text, or (for references) a name.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-enum Id {
+pub(crate) enum Id {
     Number(i64),
     Text(String),
 }
 
 impl Id {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match self {
             Id::Number(n) => n.to_string(),
             Id::Text(t) => t.trim().to_owned(),

@@ -87,6 +87,9 @@ struct RawRouting {
     min_worked: Option<Spanned<Span>>,
     pause_margin: Option<Spanned<f64>>,
     #[serde(default)]
+    take_from: Vec<Spanned<crate::config::managers::Id>>,
+    recheck: Option<Spanned<Span>>,
+    #[serde(default)]
     groups: Vec<Spanned<RawGroupRule>>,
     #[serde(default)]
     specialisations: Vec<Spanned<RawSpecialisation>>,
@@ -198,6 +201,35 @@ impl RawRouting {
                 ));
             } else {
                 rules.pause_margin = *m.get_ref();
+            }
+        }
+
+        for id in &self.take_from {
+            let text = id.get_ref().text();
+            if text.is_empty() {
+                problems.push(at(
+                    id.span().start,
+                    "`take_from` lists CRM user ids; this one is empty".into(),
+                ));
+            } else {
+                rules.take_from.push(text);
+            }
+        }
+        if let Some(r) = &self.recheck
+            && let Some(d) = delta(file, text, "recheck", r, problems)
+        {
+            if d < TimeDelta::seconds(1) || d > TimeDelta::minutes(10) {
+                problems.push(
+                    at(
+                        r.span().start,
+                        format!("`recheck` of {} is out of range", r.get_ref()),
+                    )
+                    .with_hint(
+                        "between \"1s\" and \"10m\"; waiting leads are looked at this often",
+                    ),
+                );
+            } else {
+                rules.recheck = d;
             }
         }
 

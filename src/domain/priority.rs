@@ -21,6 +21,8 @@ pub struct NotAPriority(pub i64);
 impl Priority {
     /// The most important leads: a person works them, no robot writes to the client.
     pub const FIRST: Priority = Priority(1);
+    /// The middle: what a lead gets when there is no model to score it with.
+    pub const UNSCORED: Priority = Priority(3);
     /// Leads nobody works by hand: chains only.
     pub const FIFTH: Priority = Priority(5);
     /// All five, from 1 to 5.

@@ -7,6 +7,8 @@ pub mod health;
 pub mod intake;
 pub mod jobs;
 pub mod metrics;
+pub mod robot;
+pub mod routing;
 pub mod scoring;
 pub mod secrets;
 pub mod settings;

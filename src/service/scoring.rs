@@ -15,6 +15,7 @@ use crate::domain::condition::Facts;
 use crate::domain::event::{Event, EventKind, Source};
 use crate::domain::lead::{Closed, FieldValue, Lead, closed};
 use crate::domain::ledger::{Outcome, Scored};
+use crate::domain::priority::Priority;
 use crate::domain::scoring::{Assessment, History, Model, Observation, Scorer, observe};
 
 use crate::service::catchup::remember;
@@ -36,8 +37,9 @@ pub enum Scoring {
     /// Scored (the CRM written only where the lead differed).
     Scored(Box<Assessment>),
     /// Its score's inputs have not changed since it was last scored: the echo of the
-    /// robot's own write, or a change of something the score does not read.
-    Unchanged,
+    /// robot's own write, or a change of something the score does not read. Its priority
+    /// is still this one.
+    Unchanged(Priority),
     /// Won or lost: the outcome is in the ledger.
     Closed(Closed),
     /// The lead is gone from the CRM.
@@ -80,10 +82,22 @@ impl ScoreLeads {
         };
         // The job is queued durably, so from here on catch-up need not bring this version.
         remember(store, self.source, &lead).await?;
+        self.score(&lead, store, now, force).await
+    }
+
+    /// Scores a lead already read from the CRM, as [`ScoreLeads::score_lead`] does.
+    pub async fn score(
+        &self,
+        lead: &Lead,
+        store: &Store,
+        now: DateTime<Utc>,
+        force: bool,
+    ) -> Result<Scoring, HandlerError> {
+        let crm_error = |e: CrmError| HandlerError::Other(e.to_string());
         let rules = &self.setup.rules;
         if let Some(how) = closed(&lead.status_id) {
             let won = how == Closed::Won;
-            let observation = observe(&rules.features, &lead, &rules.okved, History::default());
+            let observation = observe(&rules.features, lead, &rules.okved, History::default());
             let margin = rules.margins.of(&rules.features, &observation);
             let profit = if won {
                 lead.budget.unwrap_or(0.0) * margin
@@ -102,24 +116,24 @@ impl ScoreLeads {
             tracing::info!(lead = %lead.id, won, profit, "outcome recorded in the ledger");
             return Ok(Scoring::Closed(how));
         }
-        let history = history_of(self.crm.as_ref(), &lead)
+        let history = history_of(self.crm.as_ref(), lead)
             .await
             .map_err(crm_error)?;
-        let observation = observe(&rules.features, &lead, &rules.okved, history);
-        let inputs = self.fingerprint(&observation, &lead);
+        let observation = observe(&rules.features, lead, &rules.okved, history);
+        let inputs = self.fingerprint(&observation, lead);
         let key = format!("score-inputs:{}", lead.id);
+        let assessment = self.assess(lead, &observation);
         if !force && store.value(&key).await?.as_deref() == Some(inputs.as_str()) {
-            return Ok(Scoring::Unchanged);
+            return Ok(Scoring::Unchanged(assessment.decision.priority));
         }
-        let assessment = self.assess(&lead, &observation);
-        let update = rules.write.update(&lead, &assessment);
+        let update = rules.write.update(lead, &assessment);
         if !update.is_empty() {
             self.crm
                 .update_lead(&lead.id, &update)
                 .await
                 .map_err(crm_error)?;
         }
-        let fact = |name: &str| fact_of(&rules.features, &observation, &lead, name);
+        let fact = |name: &str| fact_of(&rules.features, &observation, lead, name);
         let created_at = time_or(lead.created_at, now);
         store
             .record_score(&Scored {
@@ -192,7 +206,7 @@ pub async fn history_of(crm: &dyn Crm, lead: &Lead) -> Result<History, CrmError>
 }
 
 /// Which events can change a lead's score or close it.
-fn concerns_scoring(kind: &EventKind) -> bool {
+pub(crate) fn concerns_scoring(kind: &EventKind) -> bool {
     matches!(
         kind,
         EventKind::LeadCreated { .. }
@@ -215,7 +229,7 @@ impl EventHandler for ScoreLeads {
                 && let Some(Record::Lead(id)) = record_of(event, self.source, &self.lead_entity)
             {
                 match self.score_lead(&id, store, Utc::now(), false).await? {
-                    Scoring::Unchanged => {
+                    Scoring::Unchanged(_) => {
                         tracing::debug!(lead = %id, "nothing the score reads has changed")
                     }
                     Scoring::Gone => tracing::info!(lead = %id, "the lead is gone from the CRM"),

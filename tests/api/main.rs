@@ -10,5 +10,6 @@ mod health;
 mod intake;
 mod jobs;
 mod presence;
+mod routing;
 mod scoring;
 mod store_contract;

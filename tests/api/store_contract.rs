@@ -189,6 +189,10 @@ async fn values_and_locks(backend: Backend) {
     store.set_value("tokens", "a").await.unwrap();
     store.set_value("tokens", "b").await.unwrap();
     assert_eq!(store.value("tokens").await.unwrap().as_deref(), Some("b"));
+    store.remove_value("tokens").await.unwrap();
+    assert_eq!(store.value("tokens").await.unwrap(), None);
+    store.remove_value("tokens").await.unwrap();
+    store.set_value("tokens", "b").await.unwrap();
 
     let token = store
         .try_lock("refresh", Duration::from_millis(300))

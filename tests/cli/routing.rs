@@ -112,7 +112,6 @@ async fn route_dry_run_names_the_manager_and_why_not_the_others() {
     }
     let id = lead.to_string();
     let out = tokio::task::spawn_blocking(move || {
-        let refused = robot.run(&["route", "--lead", &id]);
         let out = robot.run(&[
             "route",
             "--lead",
@@ -121,17 +120,11 @@ async fn route_dry_run_names_the_manager_and_why_not_the_others() {
             "--at",
             "2026-11-23T11:00:00+03:00",
         ]);
-        (refused, out)
+        (robot, out)
     })
     .await
     .unwrap();
-    let (refused, out) = out;
-    assert!(!refused.status.success());
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("not built yet"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
-    );
+    let (robot, out) = out;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -169,4 +162,23 @@ async fn route_dry_run_names_the_manager_and_why_not_the_others() {
     assert_eq!(writes, 0, "a dry run writes nothing to the CRM");
     assert_eq!(store.loads(day).await.unwrap()["8123401"], 2);
     assert!(store.pending().await.unwrap().is_empty());
+
+    // Without --dry-run the lead is handed out: responsible, first task, note.
+    amo.add_user(8123401, "Анна Соколова");
+    let id = lead.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        robot.run(&["route", "--lead", &id, "--at", "2026-11-23T11:00:00+03:00"])
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("given to 8123401"), "{stdout}");
+    assert_eq!(amo.lead(lead).unwrap()["responsible_user_id"], 8123401);
+    assert_eq!(amo.notes_of(lead).len(), 1);
+    assert_eq!(store.loads(day).await.unwrap()["8123401"], 3);
 }

@@ -314,6 +314,16 @@ impl AmoEmulator {
         self.lock().seed_contact(contact)
     }
 
+    /// Adds a user (a manager) to the account, so that leads and tasks can be given to them.
+    pub fn add_user(&self, id: i64, name: &str) {
+        self.lock().users.push(User {
+            id,
+            name: name.to_owned(),
+            email: format!("{id}@robotdemo.example"),
+            is_admin: false,
+        });
+    }
+
     pub fn seed_company(&self, name: &str) -> i64 {
         self.lock().seed_company(name)
     }

@@ -361,6 +361,11 @@ impl Store {
         each!(self, s => s.set_value(name, value).await)
     }
 
+    /// Forgets a named value; nothing happens when there is none.
+    pub async fn remove_value(&self, name: &str) -> Result<(), StoreError> {
+        each!(self, s => s.remove_value(name).await)
+    }
+
     /// Takes the lock `name` for at most `ttl` unless another holder has it. Returns the
     /// token to release it with, or `None` when it is taken.
     pub async fn try_lock(&self, name: &str, ttl: Duration) -> Result<Option<String>, StoreError> {

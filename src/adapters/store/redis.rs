@@ -474,6 +474,12 @@ impl RedisStore {
         Ok(())
     }
 
+    pub(super) async fn remove_value(&self, name: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i32 = conn.del(self.key(&format!("value:{name}"))).await?;
+        Ok(())
+    }
+
     pub(super) async fn try_lock(
         &self,
         name: &str,

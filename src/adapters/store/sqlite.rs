@@ -472,6 +472,14 @@ impl SqliteStore {
         Ok(())
     }
 
+    pub(super) async fn remove_value(&self, name: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM robot_values WHERE name = ?1 AND expires_at_ms IS NULL")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub(super) async fn try_lock(
         &self,
         name: &str,

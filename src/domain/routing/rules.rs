@@ -5,6 +5,7 @@ use chrono::TimeDelta;
 
 use crate::domain::condition::Condition;
 use crate::domain::priority::Priority;
+use crate::domain::routing::roster::Roster;
 
 /// How leads pick a group, in the file's order: the first whose condition holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +99,13 @@ pub struct RoutingRules {
     pub pause_margin: f64,
     /// A presence report older than this means the manager is offline.
     pub fresh_for: TimeDelta,
+    /// CRM users whose new leads the robot hands out although they are in the roster (the
+    /// user a web form gives its leads to). Leads of anyone outside the roster, or of an
+    /// inactive manager, are handed out anyway; a roster manager's own leads are theirs.
+    pub take_from: Vec<String>,
+    /// How often waiting leads are looked at again when no presence change wakes them: a
+    /// shift starting or a lunch ending is noticed within this.
+    pub recheck: TimeDelta,
 }
 
 impl RoutingRules {
@@ -137,6 +145,74 @@ impl RoutingRules {
             min_worked: TimeDelta::hours(1),
             pause_margin: 1.0,
             fresh_for: TimeDelta::minutes(2),
+            take_from: Vec::new(),
+            recheck: TimeDelta::seconds(30),
         }
+    }
+
+    /// Whether the robot hands out a new lead whose responsible user is `responsible`: a
+    /// lead a manager of the roster made for their own client stays theirs.
+    pub fn takes(&self, roster: &Roster, responsible: Option<&str>) -> bool {
+        let Some(who) = responsible.map(str::trim).filter(|r| !r.is_empty()) else {
+            return true;
+        };
+        if self.take_from.iter().any(|t| t == who) {
+            return true;
+        }
+        !roster.managers.iter().any(|m| m.active && m.id == who)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::routing::roster::{Group, Manager, Week};
+
+    fn roster() -> Roster {
+        let manager = |id: &str, active: bool| Manager {
+            id: id.into(),
+            name: id.into(),
+            group: 0,
+            specialisations: Vec::new(),
+            zone: chrono_tz::Europe::Moscow,
+            week: Week::default(),
+            days_off: Vec::new(),
+            vacations: Vec::new(),
+            weight: 1.0,
+            active,
+        };
+        Roster {
+            groups: vec![Group {
+                name: "Младшая".into(),
+                lead: None,
+            }],
+            managers: vec![manager("1", true), manager("2", false), manager("3", true)],
+            zone: chrono_tz::Europe::Moscow,
+        }
+    }
+
+    #[test]
+    fn a_managers_own_lead_stays_theirs_and_the_rest_is_handed_out() {
+        let mut rules = RoutingRules::seed_defaults();
+        rules.take_from = vec!["3".into()];
+        let roster = roster();
+        assert!(
+            !rules.takes(&roster, Some("1")),
+            "an active manager's own lead"
+        );
+        assert!(
+            rules.takes(&roster, Some("2")),
+            "an inactive manager's lead"
+        );
+        assert!(
+            rules.takes(&roster, Some("3")),
+            "the web form's user, listed in take_from"
+        );
+        assert!(
+            rules.takes(&roster, Some("99")),
+            "the administrator, outside the roster"
+        );
+        assert!(rules.takes(&roster, None));
+        assert!(rules.takes(&roster, Some(" ")));
     }
 }

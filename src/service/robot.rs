@@ -1,0 +1,106 @@
+//! The robot's handler of events: for an event about a lead it reads the lead once, scores
+//! it (when there is a model), then routes it (when there is a roster); a presence change
+//! looks at the waiting leads again; every event goes into the journal.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+
+use crate::adapters::crm::Crm;
+use crate::adapters::store::Store;
+use crate::domain::event::{Event, EventKind, Source};
+use crate::service::catchup::remember;
+use crate::service::entities::{LoadEntity, Record, record_of};
+use crate::service::jobs::{EventHandler, HandlerError, Journal};
+use crate::service::routing::RouteLeads;
+use crate::service::scoring::{ScoreLeads, Scoring, concerns_scoring};
+
+/// Scoring and routing of one CRM's leads.
+pub struct Robot {
+    crm: Arc<dyn Crm>,
+    source: Source,
+    lead_entity: String,
+    scoring: Option<ScoreLeads>,
+    routing: Option<Arc<RouteLeads>>,
+    loader: LoadEntity,
+}
+
+impl Robot {
+    /// The robot of `crm`, which sends events as `source`, whose leads are the events with
+    /// `crm_entity` equal to `lead_entity`; it scores with `scoring` and routes with
+    /// `routing`, each when given.
+    pub fn new(
+        crm: Arc<dyn Crm>,
+        source: Source,
+        lead_entity: &str,
+        scoring: Option<ScoreLeads>,
+        routing: Option<Arc<RouteLeads>>,
+    ) -> Robot {
+        let loader = LoadEntity::new(crm.clone(), source).with_lead_entity(lead_entity);
+        Robot {
+            crm,
+            source,
+            lead_entity: lead_entity.to_owned(),
+            scoring,
+            routing,
+            loader,
+        }
+    }
+
+    async fn on_lead(&self, kind: &EventKind, id: &str, store: &Store) -> Result<(), HandlerError> {
+        let lead = self
+            .crm
+            .lead(id)
+            .await
+            .map_err(|e| HandlerError::Other(e.to_string()))?;
+        let Some(lead) = lead else {
+            tracing::info!(lead = %id, "the lead is gone from the CRM");
+            return Ok(());
+        };
+        // The job is queued durably, so from here on catch-up need not bring this version.
+        remember(store, self.source, &lead).await?;
+        let mut priority = None;
+        if let Some(scoring) = &self.scoring
+            && concerns_scoring(kind)
+        {
+            match scoring.score(&lead, store, Utc::now(), false).await? {
+                Scoring::Scored(a) => priority = Some(a.decision.priority),
+                Scoring::Unchanged(p) => priority = Some(p),
+                Scoring::Closed(_) | Scoring::Gone => {}
+            }
+        }
+        if let Some(routing) = &self.routing {
+            routing.on_lead(kind, &lead, priority, store).await?;
+        }
+        Ok(())
+    }
+}
+
+impl EventHandler for Robot {
+    fn handle<'a>(
+        &'a self,
+        event: &'a Event,
+        store: &'a Store,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            match (
+                &event.kind,
+                record_of(event, self.source, &self.lead_entity),
+            ) {
+                (EventKind::PresenceChanged { .. }, _) => {
+                    if let Some(routing) = &self.routing {
+                        let drained = routing.drain(store).await?;
+                        if !drained.assigned.is_empty() {
+                            tracing::info!(manager = %event.entity_id, assigned = drained.assigned.len(), "a presence change let waiting leads go");
+                        }
+                    }
+                }
+                (kind, Some(Record::Lead(id))) => self.on_lead(kind, &id, store).await?,
+                (_, Some(_)) => return self.loader.handle(event, store).await,
+                (_, None) => {}
+            }
+            Journal.handle(event, store).await
+        })
+    }
+}

@@ -1,0 +1,253 @@
+//! Routing end to end on the amoCRM emulator: a new lead's webhook in, the lead scored and
+//! handed to a manager who is online, with a first task and a note that says why; the echo
+//! of those writes writes nothing; a lead nobody can take waits and goes out on the next
+//! presence change; a lead moved by hand keeps its new manager, and the loads follow.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use sales_robot::adapters::crm::Crm;
+use sales_robot::config::{managers, routing};
+use sales_robot::domain::event::Source;
+use sales_robot::domain::lead::LeadUpdate;
+use sales_robot::service::robot::Robot;
+use sales_robot::service::routing::{RouteLeads, RoutingSetup};
+use sales_robot::service::scoring::ScoreLeads;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, PRESENCE_TOKEN, TestApp, eventually, spawn_app_with};
+use crate::scoring::{added, amo_client, setup};
+use crate::support::amocrm::{
+    AmoEmulator, FIELD_BRAND, NewLead, USER_ELENA, USER_IVAN, USER_MARIA,
+};
+
+const MANAGERS: &str = r#"
+time_zone = "Europe/Moscow"
+
+[[groups]]
+name = "Продажи"
+lead = "Иван Петров"
+
+[[managers]]
+id = 10091431
+name = "Иван Петров"
+group = "Продажи"
+week = [ { days = "пн-пт", hours = "09:00-18:00", lunch = "13:00-14:00" } ]
+
+[[managers]]
+id = 10115308
+name = "Мария Смирнова"
+group = "Продажи"
+week = [ { days = "пн-пт", hours = "09:00-18:00", lunch = "13:00-14:00" } ]
+"#;
+
+const ROUTING: &str = r#"
+guard = "10m"
+
+[[groups]]
+name = "Продажи"
+
+[priority.1]
+task = "Связаться с клиентом"
+deadline = "15m"
+
+[priority.2]
+task = "Связаться с клиентом"
+deadline = "1h"
+
+[priority.3]
+task = "Связаться с клиентом"
+deadline = "3h"
+
+[priority.4]
+task = "Связаться с клиентом"
+deadline = "1d"
+"#;
+
+/// Monday 23 November 2026, 11:00 in Moscow: both managers are at work.
+fn eleven() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).unwrap()
+}
+
+fn routing_setup() -> RoutingSetup {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(managers::FILE_NAME), MANAGERS).unwrap();
+    std::fs::write(dir.path().join(routing::FILE_NAME), ROUTING).unwrap();
+    let roster = managers::load(dir.path()).unwrap().unwrap();
+    let rules = routing::load(
+        dir.path(),
+        routing::Known {
+            roster: &roster,
+            lead_fields: None,
+            fresh_for: std::time::Duration::from_secs(120),
+        },
+    )
+    .unwrap()
+    .unwrap();
+    RoutingSetup {
+        roster: Arc::new(roster),
+        rules: Arc::new(rules),
+    }
+}
+
+/// The robot on the emulator: it scores with the shipped rules and routes with the test's
+/// roster, on a clock stopped at 11:00.
+async fn robot_on(amo: &AmoEmulator, backend: Backend) -> TestApp {
+    let crm: Arc<dyn Crm> = Arc::new(amo_client(amo).await);
+    let scoring = ScoreLeads::new(crm.clone(), setup(), Source::Amocrm, "deal");
+    let routing = RouteLeads::new(crm.clone(), routing_setup()).with_clock(Arc::new(eleven));
+    let robot = Robot::new(
+        crm,
+        Source::Amocrm,
+        "deal",
+        Some(scoring),
+        Some(Arc::new(routing)),
+    );
+    spawn_app_with(backend, Arc::new(robot), |_| {}).await
+}
+
+async fn online(app: &TestApp, manager: i64) {
+    let report = json!({
+        "manager_id": manager.to_string(),
+        "state": "online",
+        "at": "2026-11-23T11:00:00+03:00",
+    });
+    let answer = app.post_presence(Some(PRESENCE_TOKEN), &report).await;
+    assert_eq!(answer.status(), 200);
+}
+
+fn responsible(amo: &AmoEmulator, lead: i64) -> i64 {
+    amo.lead(lead).unwrap()["responsible_user_id"]
+        .as_i64()
+        .unwrap()
+}
+
+fn tasks_of(amo: &AmoEmulator, lead: i64) -> Vec<Value> {
+    amo.tasks()
+        .into_iter()
+        .filter(|t| t["entity_id"] == json!(lead))
+        .collect()
+}
+
+/// Every write the robot made to the emulator: PATCHes and POSTs of the API.
+fn writes(amo: &AmoEmulator) -> usize {
+    amo.requests()
+        .iter()
+        .filter(|r| (r.method == "PATCH" || r.method == "POST") && r.path.starts_with("/api/v4/"))
+        .count()
+}
+
+fn the_lead(amo: &AmoEmulator) -> i64 {
+    amo.seed_lead(
+        NewLead::new("Аппараты для цеха")
+            .price(900_000)
+            .responsible(USER_ELENA)
+            .field(FIELD_BRAND, json!("Сварог")),
+    )
+}
+
+fn today() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()
+}
+
+async fn a_new_lead_goes_to_the_manager_online_with_a_task_and_a_note(backend: Backend) {
+    let amo = AmoEmulator::start().await;
+    let app = robot_on(&amo, backend).await;
+    online(&app, USER_IVAN).await;
+    let lead = the_lead(&amo);
+
+    assert_eq!(
+        app.post_amocrm(added(lead, 1_763_900_000)).await.status(),
+        200
+    );
+    app.wait_for_journal(2, 20).await;
+
+    assert_eq!(responsible(&amo, lead), USER_IVAN, "the one manager online");
+    let tasks = tasks_of(&amo, lead);
+    assert_eq!(tasks.len(), 1, "one first task: {tasks:?}");
+    assert_eq!(tasks[0]["responsible_user_id"], json!(USER_IVAN));
+    assert_eq!(tasks[0]["text"], json!("Связаться с клиентом"));
+    let notes = amo.notes_of(lead);
+    assert_eq!(notes.len(), 1, "one note: {notes:?}");
+    let note = notes[0]["params"]["text"].as_str().unwrap();
+    assert!(
+        note.starts_with("Робот передал лид менеджеру Иван Петров: группа «Продажи»"),
+        "{note}"
+    );
+    let loads = app.store.loads(today()).await.unwrap();
+    assert_eq!(loads.get(&USER_IVAN.to_string()), Some(&1));
+    // The score (one PATCH), the responsible user (one PATCH), the task and the note.
+    assert_eq!(writes(&amo), 4);
+
+    // The CRM's echo of those writes changes nothing.
+    let echo = format!(
+        "leads[update][0][id]={lead}&leads[update][0][status_id]=60456942\
+         &leads[update][0][responsible_user_id]={USER_IVAN}&leads[update][0][last_modified]=1763900060\
+         &account[subdomain]=robotdemo&account[id]=29876543"
+    );
+    assert_eq!(app.post_amocrm(echo).await.status(), 200);
+    app.wait_for_journal(3, 20).await;
+    assert_eq!(writes(&amo), 4, "the echo wrote nothing");
+    assert_eq!(tasks_of(&amo, lead).len(), 1);
+
+    // The head of sales gives it to Maria by hand: it stays hers, and the loads follow.
+    let crm = amo_client(&amo).await;
+    crm.update_lead(
+        &lead.to_string(),
+        &LeadUpdate {
+            responsible_user_id: Some(USER_MARIA.to_string()),
+            ..LeadUpdate::default()
+        },
+    )
+    .await
+    .unwrap();
+    let moved = format!(
+        "leads[responsible][0][id]={lead}&leads[responsible][0][responsible_user_id]={USER_MARIA}\
+         &leads[responsible][0][old_responsible_user_id]={USER_IVAN}&leads[responsible][0][last_modified]=1763900600\
+         &account[subdomain]=robotdemo&account[id]=29876543"
+    );
+    assert_eq!(app.post_amocrm(moved).await.status(), 200);
+    app.wait_for_journal(4, 20).await;
+    let loads = app.store.loads(today()).await.unwrap();
+    assert_eq!(loads.get(&USER_IVAN.to_string()).copied().unwrap_or(0), 0);
+    assert_eq!(loads.get(&USER_MARIA.to_string()), Some(&1));
+    assert_eq!(
+        responsible(&amo, lead),
+        USER_MARIA,
+        "the robot did not move it back"
+    );
+    app.stop().await;
+}
+
+async fn a_lead_nobody_can_take_waits_and_goes_out_on_the_next_presence(backend: Backend) {
+    let amo = AmoEmulator::start().await;
+    let app = robot_on(&amo, backend).await;
+    let lead = the_lead(&amo);
+
+    assert_eq!(
+        app.post_amocrm(added(lead, 1_763_900_000)).await.status(),
+        200
+    );
+    app.wait_for_journal(1, 20).await;
+    let pending = app.store.pending().await.unwrap();
+    assert_eq!(pending.len(), 1, "nobody is online: the lead waits");
+    assert_eq!(pending[0].lead_id, lead.to_string());
+    assert_eq!(responsible(&amo, lead), USER_ELENA);
+    assert!(tasks_of(&amo, lead).is_empty());
+
+    online(&app, USER_MARIA).await;
+    eventually(20, || {
+        let given = responsible(&amo, lead) == USER_MARIA;
+        async move { given }
+    })
+    .await
+    .expect("Maria came online and got the waiting lead");
+    app.wait_for_journal(2, 20).await;
+    assert!(app.store.pending().await.unwrap().is_empty());
+    assert_eq!(tasks_of(&amo, lead).len(), 1);
+    assert_eq!(amo.notes_of(lead).len(), 1);
+    app.stop().await;
+}
+
+crate::on_both_backends!(a_new_lead_goes_to_the_manager_online_with_a_task_and_a_note);
+crate::on_both_backends!(a_lead_nobody_can_take_waits_and_goes_out_on_the_next_presence);
