@@ -47,14 +47,20 @@ pub fn missed(
     lead: &Lead,
     known: Option<&Known>,
 ) -> Vec<Event> {
+    // The version part of the key as amoCRM's webhooks make it: the modification time, and
+    // for a stage or manager change the new stage or manager too.
     let event = |kind: EventKind| {
-        let key = dedup_key(
-            source,
-            account,
-            kind.name(),
-            &lead.id,
-            &lead.updated_at.to_string(),
-        );
+        let version = match &kind {
+            EventKind::LeadStatusChanged { status_id, .. } => {
+                format!("{}-{status_id}", lead.updated_at)
+            }
+            EventKind::LeadResponsibleChanged {
+                responsible_user_id,
+                ..
+            } => format!("{}-{responsible_user_id}", lead.updated_at),
+            _ => lead.updated_at.to_string(),
+        };
+        let key = dedup_key(source, account, kind.name(), &lead.id, &version);
         Event {
             source,
             account: account.to_owned(),

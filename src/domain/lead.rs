@@ -146,12 +146,20 @@ pub struct LeadUpdate {
     /// Mapped custom fields to set.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: Fields,
+    /// The record's tags as the caller read them just before deciding the update: the
+    /// adapter adds and takes off tags from these instead of reading the record again.
+    /// `None`: the adapter reads them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags_seen: Option<Vec<String>>,
 }
 
 impl LeadUpdate {
     /// Whether it changes nothing (then no request is sent).
     pub fn is_empty(&self) -> bool {
-        *self == LeadUpdate::default()
+        LeadUpdate {
+            tags_seen: None,
+            ..self.clone()
+        } == LeadUpdate::default()
     }
 
     /// Whether it adds or takes off tags: both CRMs replace a record's tags whole, so the

@@ -316,7 +316,7 @@ impl RouteLeads {
             },
         };
         let mut snapshot = self.snapshot(store, now).await?;
-        self.settle(&lead.id, waiting, &mut snapshot, store, now)
+        self.settle(&lead.id, Some(lead), waiting, &mut snapshot, store, now)
             .await
     }
 
@@ -324,6 +324,7 @@ impl RouteLeads {
     async fn settle(
         &self,
         lead_id: &str,
+        seen: Option<&Lead>,
         mut waiting: Waiting,
         snapshot: &mut Snapshot,
         store: &Store,
@@ -411,7 +412,7 @@ impl RouteLeads {
                     };
                     self.save_given(lead_id, &given, store).await?;
                     let reasons = given.reasons.clone();
-                    self.finish(lead_id, given, store).await?;
+                    self.finish(lead_id, seen, given, store).await?;
                     self.forget_waiting(lead_id, store).await?;
                     tracing::info!(lead = %lead_id, manager = %m.id, name = %m.name, reasons = %reasons.join("; "), "lead routed");
                     ::metrics::counter!(ROUTED, "outcome" => "assigned").increment(1);
@@ -477,9 +478,11 @@ impl RouteLeads {
     /// Carries out the writes of a handed-out lead that are not done yet: the responsible
     /// user, the first task, the note. Each is recorded as done right after it is, so that
     /// a retry does only what is left.
+    /// `seen` is the lead as the caller has just read it, if it has; else it is read here.
     async fn finish(
         &self,
         lead_id: &str,
+        seen: Option<&Lead>,
         mut given: Given,
         store: &Store,
     ) -> Result<(), HandlerError> {
@@ -487,10 +490,17 @@ impl RouteLeads {
             return Ok(());
         }
         if !given.written {
-            let current = self.crm.lead(lead_id).await.map_err(crm_error)?;
-            let Some(current) = current else {
-                // Deleted meanwhile: nothing to write.
-                return Ok(());
+            let read;
+            let current = match seen {
+                Some(lead) => lead,
+                None => {
+                    read = self.crm.lead(lead_id).await.map_err(crm_error)?;
+                    let Some(lead) = &read else {
+                        // Deleted meanwhile: nothing to write.
+                        return Ok(());
+                    };
+                    lead
+                }
             };
             if current.responsible_user_id.as_deref() != Some(given.manager.as_str()) {
                 let update = LeadUpdate {
@@ -565,7 +575,7 @@ impl RouteLeads {
             }
             _ => {
                 let manager = given.manager.clone();
-                self.finish(&lead.id, given, store).await?;
+                self.finish(&lead.id, Some(lead), given, store).await?;
                 Ok(Routed::AlreadyGiven { manager })
             }
         }
@@ -636,7 +646,7 @@ impl RouteLeads {
             // needs its writes finished.
             if let Some(given) = self.given(&p.lead_id, store).await? {
                 let manager = given.manager.clone();
-                self.finish(&p.lead_id, given, store).await?;
+                self.finish(&p.lead_id, None, given, store).await?;
                 self.forget_waiting(&p.lead_id, store).await?;
                 drained.assigned.push(manager);
                 continue;
@@ -660,7 +670,7 @@ impl RouteLeads {
                 },
             };
             match self
-                .settle(&p.lead_id, waiting, &mut snapshot, store, now)
+                .settle(&p.lead_id, None, waiting, &mut snapshot, store, now)
                 .await?
             {
                 Routed::Assigned { manager, .. } => drained.assigned.push(manager),

@@ -65,11 +65,11 @@ deadline = "1d"
 "#;
 
 /// Monday 23 November 2026, 11:00 in Moscow: both managers are at work.
-fn eleven() -> DateTime<Utc> {
+pub fn eleven() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).unwrap()
 }
 
-fn routing_setup() -> RoutingSetup {
+pub fn routing_setup() -> RoutingSetup {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(managers::FILE_NAME), MANAGERS).unwrap();
     std::fs::write(dir.path().join(routing::FILE_NAME), ROUTING).unwrap();
@@ -93,7 +93,11 @@ fn routing_setup() -> RoutingSetup {
 /// The robot on the emulator: it scores with the shipped rules and routes with the test's
 /// roster, on a clock stopped at 11:00.
 async fn robot_on(amo: &AmoEmulator, backend: Backend) -> TestApp {
-    let crm: Arc<dyn Crm> = Arc::new(amo_client(amo).await);
+    robot_with(Arc::new(amo_client(amo).await), backend).await
+}
+
+/// The same robot on a given client of the CRM.
+pub async fn robot_with(crm: Arc<dyn Crm>, backend: Backend) -> TestApp {
     let scoring = ScoreLeads::new(crm.clone(), setup(), Source::Amocrm, "deal");
     let routing = RouteLeads::new(crm.clone(), routing_setup()).with_clock(Arc::new(eleven));
     let robot = Robot::new(
@@ -106,7 +110,7 @@ async fn robot_on(amo: &AmoEmulator, backend: Backend) -> TestApp {
     spawn_app_with(backend, Arc::new(robot), |_| {}).await
 }
 
-async fn online(app: &TestApp, manager: i64) {
+pub async fn online(app: &TestApp, manager: i64) {
     let report = json!({
         "manager_id": manager.to_string(),
         "state": "online",
@@ -116,13 +120,13 @@ async fn online(app: &TestApp, manager: i64) {
     assert_eq!(answer.status(), 200);
 }
 
-fn responsible(amo: &AmoEmulator, lead: i64) -> i64 {
+pub fn responsible(amo: &AmoEmulator, lead: i64) -> i64 {
     amo.lead(lead).unwrap()["responsible_user_id"]
         .as_i64()
         .unwrap()
 }
 
-fn tasks_of(amo: &AmoEmulator, lead: i64) -> Vec<Value> {
+pub fn tasks_of(amo: &AmoEmulator, lead: i64) -> Vec<Value> {
     amo.tasks()
         .into_iter()
         .filter(|t| t["entity_id"] == json!(lead))
@@ -130,7 +134,7 @@ fn tasks_of(amo: &AmoEmulator, lead: i64) -> Vec<Value> {
 }
 
 /// Every write the robot made to the emulator: PATCHes and POSTs of the API.
-fn writes(amo: &AmoEmulator) -> usize {
+pub fn all_writes(amo: &AmoEmulator) -> usize {
     amo.requests()
         .iter()
         .filter(|r| (r.method == "PATCH" || r.method == "POST") && r.path.starts_with("/api/v4/"))
@@ -177,7 +181,7 @@ async fn a_new_lead_goes_to_the_manager_online_with_a_task_and_a_note(backend: B
     let loads = app.store.loads(today()).await.unwrap();
     assert_eq!(loads.get(&USER_IVAN.to_string()), Some(&1));
     // The score (one PATCH), the responsible user (one PATCH), the task and the note.
-    assert_eq!(writes(&amo), 4);
+    assert_eq!(all_writes(&amo), 4);
 
     // The CRM's echo of those writes changes nothing.
     let echo = format!(
@@ -187,7 +191,7 @@ async fn a_new_lead_goes_to_the_manager_online_with_a_task_and_a_note(backend: B
     );
     assert_eq!(app.post_amocrm(echo).await.status(), 200);
     app.wait_for_journal(3, 20).await;
-    assert_eq!(writes(&amo), 4, "the echo wrote nothing");
+    assert_eq!(all_writes(&amo), 4, "the echo wrote nothing");
     assert_eq!(tasks_of(&amo, lead).len(), 1);
 
     // The head of sales gives it to Maria by hand: it stays hers, and the loads follow.

@@ -348,6 +348,16 @@ impl AmoEmulator {
         acc.tasks.values().map(|t| acc.render_task(t)).collect()
     }
 
+    /// Every note of every lead.
+    pub fn notes(&self) -> Vec<Value> {
+        let acc = self.lock();
+        acc.notes
+            .values()
+            .filter(|n| n.entity_type == "leads")
+            .map(|n| acc.render_note(n))
+            .collect()
+    }
+
     /// The notes of a lead, in creation order.
     pub fn notes_of(&self, lead_id: i64) -> Vec<Value> {
         let acc = self.lock();

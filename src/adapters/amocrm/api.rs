@@ -638,6 +638,8 @@ impl Crm for AmoCrm {
         let resolved = self.resolved().await?;
         let current = if !update.changes_tags() {
             Vec::new()
+        } else if let Some(seen) = &update.tags_seen {
+            seen.clone()
         } else {
             let lead = self
                 .get(&format!("/api/v4/leads/{id}"), &[])
@@ -661,10 +663,13 @@ impl Crm for AmoCrm {
             // The current tags of the chunk's leads whose tags change, in one read.
             let growing: Vec<String> = chunk
                 .iter()
-                .filter(|(_, u)| u.changes_tags())
+                .filter(|(_, u)| u.changes_tags() && u.tags_seen.is_none())
                 .map(|(id, _)| id.clone())
                 .collect();
-            let mut tags: HashMap<String, Vec<String>> = HashMap::new();
+            let mut tags: HashMap<String, Vec<String>> = chunk
+                .iter()
+                .filter_map(|(id, u)| Some((id.clone(), u.tags_seen.clone()?)))
+                .collect();
             if !growing.is_empty() {
                 for lead in self.leads_by_id(&growing).await? {
                     if let Some(id) = lead.get("id").and_then(id_of) {

@@ -243,6 +243,45 @@ mod tests {
         parse(body.as_bytes()).unwrap()
     }
 
+    /// The catch-up brings a change no webhook brought with the very key the webhook would
+    /// have had, so that a change seen through both doors is handled once.
+    #[test]
+    fn the_catch_up_keys_a_change_as_the_webhook_does() {
+        use crate::domain::catchup::{Known, missed};
+        use crate::domain::lead::Lead;
+        let lead = |status: &str, responsible: &str, updated_at| Lead {
+            id: "31000001".into(),
+            status_id: status.into(),
+            pipeline_id: "7000001".into(),
+            responsible_user_id: Some(responsible.into()),
+            updated_at,
+            ..Lead::default()
+        };
+        let before = Known::of(&lead("61000001", "8100001", 1_763_800_000));
+        let keys = |l: &Lead| -> Vec<String> {
+            missed(Source::Amocrm, "robotdemo", None, l, Some(&before))
+                .into_iter()
+                .map(|e| e.dedup_key)
+                .collect()
+        };
+        let status = parse_str(&format!(
+            "leads[status][0][id]=31000001&leads[status][0][status_id]=142&leads[status][0][old_status_id]=61000001\
+             &leads[status][0][pipeline_id]=7000001&leads[status][0][last_modified]=1763900000&{ACCOUNT}"
+        ));
+        assert_eq!(
+            keys(&lead("142", "8100001", 1_763_900_000)),
+            [status.events[0].dedup_key.clone()]
+        );
+        let moved = parse_str(&format!(
+            "leads[responsible][0][id]=31000001&leads[responsible][0][responsible_user_id]=8100002\
+             &leads[responsible][0][old_responsible_user_id]=8100001&leads[responsible][0][last_modified]=1763900000&{ACCOUNT}"
+        ));
+        assert_eq!(
+            keys(&lead("61000001", "8100002", 1_763_900_000)),
+            [moved.events[0].dedup_key.clone()]
+        );
+    }
+
     #[test]
     fn a_status_change_carries_its_stages_and_pipeline() {
         let p = parse_str(&format!(

@@ -129,6 +129,8 @@ pub fn merged(updates: &[(String, LeadUpdate)]) -> Vec<(String, LeadUpdate)> {
             }
         }
         into.fields.extend(later.fields);
+        // The earliest read is the one the first change was decided on.
+        into.tags_seen = into.tags_seen.take().or(later.tags_seen);
     }
     out
 }

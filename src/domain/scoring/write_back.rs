@@ -76,6 +76,9 @@ impl WriteBack {
                 .cloned()
                 .collect();
         }
+        if update.changes_tags() {
+            update.tags_seen = Some(lead.tags.clone());
+        }
         update
     }
 }
