@@ -21,8 +21,8 @@
 //!   key; an error body "either empty or JSON".
 //! - `GET /v3/channels` (`channelId`, `transport` of `whatsapp`, `wapi`, `instagram`,
 //!   `tgapi`, `telegram`, `vk`, `avito`; `plainId`; `state` of `active`, `disabled`,
-//!   `phoneUnavailable`, `notEnoughMoney`…): https://wazzup24.com/help/api-en/channels/
-//!   (the channels page of the same documentation).
+//!   `phoneUnavailable`, `notEnoughMoney`…):
+//!   https://wazzup24.com/help/api-en/working-with-channels/
 //! - `GET /v3/templates/whatsapp` (`templateGuid`, `title`, `name`, `category`, `language`,
 //!   `status`, `components[{type, text}]`):
 //!   https://wazzup24.in/help/api-en/whatsapp-business-api-templates
