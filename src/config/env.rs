@@ -26,6 +26,11 @@ pub const AMOCRM_CLIENT_SECRET_VAR: &str = "ROBOT_AMOCRM_CLIENT_SECRET";
 pub const BITRIX24_WEBHOOK_VAR: &str = "ROBOT_BITRIX24_WEBHOOK";
 /// The secret of the Bitrix24 local application named by `client_id`.
 pub const BITRIX24_CLIENT_SECRET_VAR: &str = "ROBOT_BITRIX24_CLIENT_SECRET";
+/// The Wazzup account's API key, for sending WhatsApp messages.
+pub const WAZZUP_KEY_VAR: &str = "ROBOT_WAZZUP_KEY";
+/// The mail server, `smtps://user:password@smtp.example.ru` or
+/// `smtp://user:password@host:587?tls=required`: the password is part of it.
+pub const SMTP_URL_VAR: &str = "ROBOT_SMTP_URL";
 /// The directory that holds the rule files.
 pub const CONFIG_DIR_VAR: &str = "ROBOT_CONFIG_DIR";
 
@@ -45,6 +50,8 @@ const RESERVED: &[&str] = &[
     AMOCRM_CLIENT_SECRET_VAR,
     BITRIX24_WEBHOOK_VAR,
     BITRIX24_CLIENT_SECRET_VAR,
+    WAZZUP_KEY_VAR,
+    SMTP_URL_VAR,
     CONFIG_DIR_VAR,
 ];
 
@@ -113,6 +120,10 @@ pub struct Secrets {
     pub bitrix24_webhook: Option<SecretString>,
     /// `ROBOT_BITRIX24_CLIENT_SECRET`: the Bitrix24 local application's `client_secret`.
     pub bitrix24_client_secret: Option<SecretString>,
+    /// `ROBOT_WAZZUP_KEY`: the Wazzup account's API key.
+    pub wazzup_key: Option<SecretString>,
+    /// `ROBOT_SMTP_URL`: the mail server's URL, login and password included.
+    pub smtp_url: Option<SecretString>,
 }
 
 impl Secrets {
@@ -133,6 +144,8 @@ impl Secrets {
             amocrm_client_secret: read(AMOCRM_CLIENT_SECRET_VAR),
             bitrix24_webhook: read(BITRIX24_WEBHOOK_VAR),
             bitrix24_client_secret: read(BITRIX24_CLIENT_SECRET_VAR),
+            wazzup_key: read(WAZZUP_KEY_VAR),
+            smtp_url: read(SMTP_URL_VAR),
         }
     }
 }
@@ -375,6 +388,13 @@ mod tests {
         );
         assert_eq!(find("ROBOT_PRESENCE_FRESH_FOR"), Some(&Kind::String));
         assert_eq!(find("ROBOT_CRM_KIND"), Some(&Kind::String));
+        assert_eq!(find("ROBOT_WAZZUP_SEND_CHANNEL_ID"), Some(&Kind::String));
+        assert_eq!(find("ROBOT_WAZZUP_BASE_URL"), Some(&Kind::String));
+        assert_eq!(find("ROBOT_SMTP_FROM"), Some(&Kind::String));
+        assert_eq!(find("ROBOT_SMTP_TIMEOUT"), Some(&Kind::String));
+        // The secrets are not keys of the file.
+        assert_eq!(find("ROBOT_WAZZUP_KEY"), None);
+        assert_eq!(find("ROBOT_SMTP_URL"), None);
         assert_eq!(find("ROBOT_AMOCRM_BASE_URL"), Some(&Kind::String));
         assert_eq!(find("ROBOT_AMOCRM_CLIENT_ID"), Some(&Kind::String));
         assert_eq!(find("ROBOT_AMOCRM_REDIRECT_URI"), Some(&Kind::String));
@@ -414,6 +434,8 @@ mod tests {
             (HOOK_SECRET_VAR, "s3cr3t-hook"),
             (PRESENCE_TOKEN_VAR, ""),
             (BITRIX24_APP_TOKEN_VAR, "b24-token"),
+            (WAZZUP_KEY_VAR, "wz-key-0f9e8d7c"),
+            (SMTP_URL_VAR, "smtps://robot:p4ssw0rd@smtp.example.ru"),
         ]);
         let secrets = Secrets::from_env(&env);
         assert_eq!(
@@ -424,6 +446,12 @@ mod tests {
         let shown = format!("{secrets:?} {env:?}");
         assert!(!shown.contains("s3cr3t-hook"), "{shown}");
         assert!(!shown.contains("b24-token"), "{shown}");
+        assert!(!shown.contains("wz-key-0f9e8d7c"), "{shown}");
+        assert!(!shown.contains("p4ssw0rd"), "{shown}");
+        assert_eq!(
+            secrets.wazzup_key.as_ref().unwrap().expose_secret(),
+            "wz-key-0f9e8d7c"
+        );
         assert!(shown.contains("REDACTED"), "{shown}");
     }
 
@@ -438,6 +466,8 @@ mod tests {
             ("ROBOT_CONFIG_DIR", "x"),
             ("ROBOT_AMOCRM_TOKEN", "x"),
             ("ROBOT_BITRIX24_WEBHOOK", "x"),
+            ("ROBOT_WAZZUP_KEY", "x"),
+            ("ROBOT_SMTP_URL", "x"),
             ("HOME", "/root"),
         ]);
         let problems = unknown_vars(Path::new("robot.toml"), &env, &schema());

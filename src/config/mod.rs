@@ -44,13 +44,13 @@ pub use duration::{Span, SpanError};
 pub use env::{
     ALIASES, AMOCRM_CLIENT_SECRET_VAR, AMOCRM_TOKEN_VAR, BITRIX24_APP_TOKEN_VAR,
     BITRIX24_CLIENT_SECRET_VAR, BITRIX24_WEBHOOK_VAR, CONFIG_DIR_VAR, Env, HOOK_SECRET_VAR, PREFIX,
-    PRESENCE_TOKEN_VAR, Secrets,
+    PRESENCE_TOKEN_VAR, SMTP_URL_VAR, Secrets, WAZZUP_KEY_VAR,
 };
 pub use problem::{ConfigErrors, Problem, Severity};
 pub use robot::{
     AmocrmConfig, B24Entity, Bitrix24Config, CatchupConfig, CrmConfig, CrmKind, FieldName,
-    FieldsConfig, JobsConfig, PresenceConfig, RobotConfig, ServerConfig, StorageBackend,
-    StorageConfig, StorageUrl, StorageUrlError, TodoVia, WazzupConfig,
+    FieldsConfig, JobsConfig, PresenceConfig, RobotConfig, ServerConfig, SmtpConfig,
+    StorageBackend, StorageConfig, StorageUrl, StorageUrlError, TodoVia, WazzupConfig,
 };
 
 use env::{KeySpec, Kind, Override};
@@ -474,6 +474,7 @@ impl<'a> Doc<'a> {
         let bitrix24 = self.section("bitrix24", problems);
         let fields = self.section("fields", problems);
         let wazzup = self.section("wazzup", problems);
+        let smtp = self.section("smtp", problems);
         let presence = self.section("presence", problems);
         let catchup = self.section("catchup", problems);
         RobotConfig {
@@ -485,6 +486,7 @@ impl<'a> Doc<'a> {
             bitrix24,
             fields: fields.unwrap_or_default(),
             wazzup: wazzup.unwrap_or_default(),
+            smtp: smtp.unwrap_or_default(),
             presence: presence.unwrap_or_default(),
             catchup: catchup.unwrap_or_default(),
         }

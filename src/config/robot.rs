@@ -33,8 +33,10 @@ pub struct RobotConfig {
     pub bitrix24: Option<Bitrix24Config>,
     /// `[fields]`: the robot's names of custom fields mapped to the CRM's fields.
     pub fields: FieldsConfig,
-    /// `[wazzup]`: the messenger gateway's webhook.
+    /// `[wazzup]`: the messenger gateway's webhook and sending.
     pub wazzup: WazzupConfig,
+    /// `[smtp]`: the mail server for e-mails.
+    pub smtp: SmtpConfig,
     /// `[presence]`: managers' presence heartbeats.
     pub presence: PresenceConfig,
     /// `[catchup]`: reading what the CRM changed, for the webhooks that never came.
@@ -69,6 +71,12 @@ impl RobotConfig {
             }),
             wazzup: WazzupConfig {
                 channel_ids: vec!["channel".into()],
+                send_channel_id: Some("channel".into()),
+                ..WazzupConfig::default()
+            },
+            smtp: SmtpConfig {
+                from: Some("sales@example.ru".into()),
+                ..SmtpConfig::default()
             },
             ..Self::default()
         }
@@ -679,12 +687,54 @@ impl<'de> Deserialize<'de> for FieldName {
     }
 }
 
-/// `[wazzup]`: the messenger gateway.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// `[wazzup]`: the messenger gateway. Its API key is a secret: see
+/// [`Secrets`](super::Secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WazzupConfig {
     /// When not empty, webhook messages from other channels are ignored.
     pub channel_ids: Vec<String>,
+    /// The WhatsApp channel messages are sent from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_channel_id: Option<String>,
+    /// The API's address (another one only for a test double).
+    pub base_url: String,
+}
+
+impl WazzupConfig {
+    /// Wazzup's API.
+    pub const DEFAULT_BASE_URL: &str = "https://api.wazzup24.com";
+}
+
+impl Default for WazzupConfig {
+    fn default() -> Self {
+        Self {
+            channel_ids: Vec::new(),
+            send_channel_id: None,
+            base_url: Self::DEFAULT_BASE_URL.into(),
+        }
+    }
+}
+
+/// `[smtp]`: the mail server e-mails are sent through. Its address, with the login and
+/// password, is a secret: see [`Secrets`](super::Secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// The sender of e-mails, `sales@example.ru` or `Отдел продаж <sales@example.ru>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// How long one exchange with the server may take.
+    pub timeout: Span,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            from: None,
+            timeout: Span::seconds(30),
+        }
+    }
 }
 
 /// `[presence]`: managers' presence heartbeats.
@@ -747,6 +797,7 @@ pub(crate) fn validate(c: &RobotConfig, at: &dyn Places) -> Vec<Problem> {
         ("presence", "fresh_for", c.presence.fresh_for, true),
         ("catchup", "every", c.catchup.every, false),
         ("catchup", "overlap", c.catchup.overlap, false),
+        ("smtp", "timeout", c.smtp.timeout, true),
     ];
     for (section, key, span, must_be_positive) in spans {
         if let Span::BusinessDays(n) = span {
@@ -1033,6 +1084,55 @@ pub(crate) fn validate(c: &RobotConfig, at: &dyn Places) -> Vec<Problem> {
             Some("list the channel ids from Wazzup, or leave the list empty for all channels"),
         );
     }
+    if let Some(id) = &c.wazzup.send_channel_id {
+        if !is_uuid(id.trim()) {
+            fail(
+                "wazzup",
+                "send_channel_id",
+                format!("`{id}` is not a Wazzup channel id"),
+                Some(
+                    "copy the channel's id from Wazzup (GET /v3/channels), like \
+                     \"0c3f6b1e-8d2a-4c55-9f1e-5a7d2b9c4e10\", or remove the line",
+                ),
+            );
+        } else if !c.wazzup.channel_ids.is_empty()
+            && !c.wazzup.channel_ids.iter().any(|c| c.trim() == id.trim())
+        {
+            fail(
+                "wazzup",
+                "send_channel_id",
+                format!(
+                    "the robot would send from `{id}`, but `channel_ids` does not list it, so \
+                     the clients' replies there would be ignored"
+                ),
+                Some("add it to `channel_ids`, or leave `channel_ids` empty for all channels"),
+            );
+        }
+    }
+    if !is_web_address(c.wazzup.base_url.trim()) {
+        fail(
+            "wazzup",
+            "base_url",
+            format!("`{}` is not a web address", c.wazzup.base_url),
+            Some(&format!(
+                "remove the line to use \"{}\"",
+                WazzupConfig::DEFAULT_BASE_URL
+            )),
+        );
+    }
+    if let Some(from) = &c.smtp.from
+        && from.trim().parse::<lettre::message::Mailbox>().is_err()
+    {
+        fail(
+            "smtp",
+            "from",
+            format!("`{from}` is not an e-mail address"),
+            Some(
+                "write it like \"sales@example.ru\" or \"Отдел продаж <sales@example.ru>\", \
+                 or remove the line",
+            ),
+        );
+    }
     // Only the section the robot is told to use must be there; a defaulted `kind` asks for
     // nothing, so that a file without any CRM (intake only) stays valid.
     if at.is_set("crm", "kind") && at.was_read("crm") && at.was_read(c.crm.kind.as_str()) {
@@ -1107,6 +1207,16 @@ fn is_web_address(url: &str) -> bool {
         .or_else(|| url.strip_prefix("http://"));
     matches!(rest, Some(host) if !host.is_empty() && !host.starts_with('/')
         && !host.contains(char::is_whitespace))
+}
+
+/// Whether `id` is written like a UUID (`8-4-4-4-12` hex digits), as Wazzup's ids are.
+fn is_uuid(id: &str) -> bool {
+    let parts: Vec<&str> = id.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(part, len)| part.len() == len && part.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Whether `rate` can pace requests: TOML also allows `nan` and `inf`.

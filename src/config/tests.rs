@@ -510,6 +510,8 @@ fn secrets_come_from_the_environment_and_stay_hidden() {
         AMOCRM_CLIENT_SECRET_VAR,
         BITRIX24_WEBHOOK_VAR,
         BITRIX24_CLIENT_SECRET_VAR,
+        WAZZUP_KEY_VAR,
+        SMTP_URL_VAR,
     ]
     .into_iter()
     .map(|var| (var, "x"))
@@ -607,6 +609,61 @@ fn amocrm_api_settings_have_defaults_and_overrides() {
         (b24.rate_per_second, b24.burst, b24.todo_via),
         (2.0, 50, TodoVia::Activity)
     );
+}
+
+#[test]
+fn sending_settings_have_defaults_and_overrides() {
+    let config = load_str("", &[]).unwrap();
+    assert_eq!(config.wazzup.send_channel_id, None);
+    assert_eq!(config.wazzup.base_url, "https://api.wazzup24.com");
+    assert_eq!(config.smtp.from, None);
+    assert_eq!(config.smtp.timeout, Span::seconds(30));
+
+    let channel = "0c3f6b1e-8d2a-4c55-9f1e-5a7d2b9c4e10";
+    let config = load_str(
+        "[wazzup]\nchannel_ids = []\n",
+        &[
+            ("ROBOT_WAZZUP_SEND_CHANNEL_ID", channel),
+            ("ROBOT_WAZZUP_BASE_URL", "http://127.0.0.1:9"),
+            ("ROBOT_SMTP_FROM", "Отдел продаж <sales@example.ru>"),
+            ("ROBOT_SMTP_TIMEOUT", "5s"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.wazzup.send_channel_id.as_deref(), Some(channel));
+    assert_eq!(config.wazzup.base_url, "http://127.0.0.1:9");
+    assert_eq!(
+        config.smtp.from.as_deref(),
+        Some("Отдел продаж <sales@example.ru>")
+    );
+    assert_eq!(config.smtp.timeout, Span::seconds(5));
+}
+
+#[test]
+fn sending_settings_are_checked() {
+    let p = only_problem("[wazzup]\nsend_channel_id = \"my channel\"\n", &[]);
+    assert_eq!(p.line, Some(2));
+    assert!(p.message.contains("not a Wazzup channel id"), "{p}");
+
+    let p = only_problem(
+        "[wazzup]\nchannel_ids = [\"0c3f6b1e-8d2a-4c55-9f1e-5a7d2b9c4e10\"]\n\
+         send_channel_id = \"11111111-2222-3333-4444-555555555555\"\n",
+        &[],
+    );
+    assert_eq!(p.line, Some(3));
+    assert!(p.message.contains("replies there would be ignored"), "{p}");
+
+    let p = only_problem("[wazzup]\nbase_url = \"api.wazzup24.com\"\n", &[]);
+    assert_eq!(p.line, Some(2));
+
+    let p = only_problem("[smtp]\nfrom = \"отдел продаж\"\n", &[]);
+    assert_eq!(p.line, Some(2));
+    assert!(p.message.contains("not an e-mail address"), "{p}");
+    let p = only_problem("", &[("ROBOT_SMTP_FROM", "sales at example")]);
+    assert!(p.message.contains("ROBOT_SMTP_FROM"), "{p}");
+
+    let p = only_problem("[smtp]\ntimeout = \"0s\"\n", &[]);
+    assert_eq!(p.line, Some(2));
 }
 
 #[test]

@@ -2,3 +2,5 @@
 
 pub mod amocrm;
 pub mod bitrix24;
+pub mod smtp;
+pub mod wazzup;

@@ -1,3 +1,5 @@
-//! Wazzup (WhatsApp and other messengers): its webhooks now; sending in a later step.
+//! Wazzup (WhatsApp and other messengers): its webhooks, and sending WhatsApp messages.
 
+pub mod client;
+pub mod send;
 pub mod webhook;
