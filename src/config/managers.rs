@@ -154,13 +154,13 @@ pub fn parse_time(s: &str) -> Option<NaiveTime> {
 }
 
 /// A window "09:00-18:00" as two times, in the order written (not yet checked).
-fn parse_window(s: &str) -> Option<(NaiveTime, NaiveTime)> {
+pub(crate) fn parse_window(s: &str) -> Option<(NaiveTime, NaiveTime)> {
     let (a, b) = s.split_once(['-', '–', '—'])?;
     Some((parse_time(a)?, parse_time(b)?))
 }
 
 /// A date "2026-12-31".
-fn parse_date(s: &str) -> Option<NaiveDate> {
+pub(crate) fn parse_date(s: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok()
 }
 
@@ -170,7 +170,7 @@ fn weekday(word: &str) -> Option<usize> {
 }
 
 /// "пн-пт", "сб", "пн, ср, пт": the weekdays, Monday = 0; or the word that is not a day.
-fn parse_days(s: &str) -> Result<Vec<usize>, String> {
+pub(crate) fn parse_days(s: &str) -> Result<Vec<usize>, String> {
     let mut out = Vec::new();
     for part in s.split(',') {
         match part.split_once(['-', '–']) {

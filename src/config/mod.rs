@@ -17,6 +17,7 @@
 //! position then tells the line in the file or the variable.
 #![warn(missing_docs)]
 
+pub mod chains;
 pub mod condition;
 pub mod duration;
 mod env;
@@ -88,11 +89,27 @@ pub fn check(dir: &Path, env: &Env) -> Vec<Problem> {
         .and_then(|c| c.presence.fresh_for.as_std())
         .unwrap_or(std::time::Duration::from_secs(120));
     let lead_fields: Option<Vec<String>> = config.map(|c| c.fields.leads.keys().cloned().collect());
-    if let Err(more) = scoring::load(dir, lead_fields.as_deref()) {
-        problems.extend(more);
-    }
+    let refusals: Option<Vec<String>> = match scoring::load(dir, lead_fields.as_deref()) {
+        Ok(rules) => rules.map(|r| {
+            r.priority
+                .refusals
+                .iter()
+                .map(|refusal| refusal.name.clone())
+                .collect()
+        }),
+        Err(more) => {
+            problems.extend(more);
+            None
+        }
+    };
     let (roster, more) = managers::check(dir);
     problems.extend(more);
+    let known = chains::Known {
+        lead_fields: lead_fields.as_deref(),
+        refusals: refusals.as_deref(),
+        zone: roster.as_ref().map(|r| r.zone),
+    };
+    problems.extend(chains::check(dir, known).1);
     match roster {
         Some(roster) => {
             let known = routing::Known {

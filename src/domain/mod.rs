@@ -1,6 +1,7 @@
 //! The robot's decisions and the words they are made in. Pure: no I/O, no clock.
 
 pub mod catchup;
+pub mod chains;
 pub mod condition;
 pub mod event;
 pub mod lead;
