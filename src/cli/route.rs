@@ -100,6 +100,7 @@ pub async fn run(dir: &Path, args: RouteArgs) -> anyhow::Result<()> {
             }
             Routed::Kept => println!("kept by its manager"),
             Routed::Closed => println!("the lead is closed: nothing to route"),
+            Routed::Busy => println!("a worker of `serve` is routing this lead right now"),
         }
         return Ok(());
     }

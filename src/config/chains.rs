@@ -64,14 +64,7 @@ pub struct ChainRules {
 
 /// Reads `dir/chains.toml` and `dir/templates/`; `Ok(None)` when there is no chains file.
 pub fn load(dir: &Path, known: Known<'_>) -> Result<Option<ChainRules>, Vec<Problem>> {
-    let (rules, problems) = check(dir, known);
-    if problems.iter().any(Problem::is_error) {
-        return Err(problems);
-    }
-    for warning in &problems {
-        tracing::warn!("{warning}");
-    }
-    Ok(rules)
+    rules::accept(check(dir, known))
 }
 
 /// Every problem of `dir/chains.toml` and its templates, and the rules when usable.

@@ -51,14 +51,7 @@ pub struct Known<'a> {
 
 /// Reads `dir/routing.toml`; `Ok(None)` when there is none (the robot then routes no lead).
 pub fn load(dir: &Path, known: Known<'_>) -> Result<Option<RoutingRules>, Vec<Problem>> {
-    let (rules, problems) = check(dir, known);
-    if problems.iter().any(Problem::is_error) {
-        return Err(problems);
-    }
-    for warning in &problems {
-        tracing::warn!("{warning}");
-    }
-    Ok(rules)
+    rules::accept(check(dir, known))
 }
 
 /// Every problem of `dir/routing.toml`, warnings included, and the rules when usable.

@@ -48,6 +48,19 @@ fn unknown_field_hint(message: &str) -> Option<String> {
     did_you_mean(word, expected.iter().copied()).map(|m| format!("did you mean `{m}`?"))
 }
 
+/// The outcome of a rule file's check as its loader gives it: the problems when any is an
+/// error, else the rules (or `None` for a file that is not there), the warnings logged.
+pub fn accept<T>(checked: (Option<T>, Vec<Problem>)) -> Result<Option<T>, Vec<Problem>> {
+    let (rules, problems) = checked;
+    if problems.iter().any(Problem::is_error) {
+        return Err(problems);
+    }
+    for warning in &problems {
+        tracing::warn!("{warning}");
+    }
+    Ok(rules)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,8 @@
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::event::{Event, EventKind, TaskAction};
+
 /// Where a manager is right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -49,9 +51,91 @@ impl Presence {
     }
 }
 
+/// What a CRM event says about a manager's presence, when it says something: a call note
+/// lands when a call ends, and a task is completed by someone at the desk, so both mean the
+/// manager who made them is online at that moment. The report ages like any heartbeat: the
+/// routing's freshness limit applies to it.
+pub fn heard_from_crm(event: &Event) -> Option<Presence> {
+    let at_desk = match &event.kind {
+        // amoCRM's call notes: 10 incoming, 11 outgoing (by number or by name).
+        EventKind::NoteAdded { note_type, .. } => {
+            matches!(note_type.as_str(), "10" | "11" | "call_in" | "call_out")
+        }
+        EventKind::TaskChanged {
+            action: TaskAction::Updated,
+            ..
+        } => true,
+        _ => false,
+    };
+    if !at_desk {
+        return None;
+    }
+    let manager = event.modified_by.as_deref()?.trim();
+    let at = DateTime::from_timestamp(event.occurred_at?, 0)?;
+    (!manager.is_empty() && manager != "0").then(|| Presence {
+        manager_id: manager.to_owned(),
+        state: PresenceState::Online,
+        at: at.fixed_offset(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::event::Source;
+
+    fn event(kind: EventKind, by: Option<&str>) -> Event {
+        Event {
+            source: Source::Amocrm,
+            account: "robotdemo".into(),
+            kind,
+            entity_id: "31000001".into(),
+            crm_entity: None,
+            occurred_at: Some(1_763_884_800),
+            modified_by: by.map(str::to_owned),
+            dedup_key: "k".into(),
+        }
+    }
+
+    fn note(note_type: &str) -> EventKind {
+        EventKind::NoteAdded {
+            note_id: "1".into(),
+            entity_type: "lead".into(),
+            note_type: note_type.into(),
+        }
+    }
+
+    #[test]
+    fn a_call_note_or_a_task_done_means_the_manager_is_at_the_desk() {
+        let heard = heard_from_crm(&event(note("10"), Some("8123401"))).unwrap();
+        assert_eq!(heard.manager_id, "8123401");
+        assert_eq!(heard.state, PresenceState::Online);
+        assert_eq!(heard.at.timestamp(), 1_763_884_800);
+        assert!(heard_from_crm(&event(note("call_out"), Some("8123401"))).is_some());
+        let done = EventKind::TaskChanged {
+            action: TaskAction::Updated,
+            element_type: Some("lead".into()),
+            element_id: Some("31000001".into()),
+            responsible_user_id: Some("8123401".into()),
+            complete_till: None,
+        };
+        assert!(heard_from_crm(&event(done, Some("8123401"))).is_some());
+    }
+
+    #[test]
+    fn other_notes_and_events_without_their_author_say_nothing() {
+        assert!(heard_from_crm(&event(note("4"), Some("8123401"))).is_none());
+        assert!(heard_from_crm(&event(note("10"), None)).is_none());
+        assert!(heard_from_crm(&event(note("10"), Some("0"))).is_none());
+        let added = EventKind::TaskChanged {
+            action: TaskAction::Added,
+            element_type: None,
+            element_id: None,
+            responsible_user_id: None,
+            complete_till: None,
+        };
+        assert!(heard_from_crm(&event(added, Some("8123401"))).is_none());
+    }
 
     fn at(s: &str) -> DateTime<FixedOffset> {
         DateTime::parse_from_rfc3339(s).unwrap()

@@ -40,7 +40,17 @@ pub enum Admission {
 /// Whether a request at `now_ms` may go, given the stored arrival time `tat_ms` (absent for
 /// a limit never used).
 pub fn admit(rate: Rate, tat_ms: Option<f64>, now_ms: f64) -> Admission {
-    let tat = tat_ms.unwrap_or(now_ms).max(now_ms);
+    // A request that wakes a little after its turn (a timer's or a busy machine's delay)
+    // keeps the turn's place: the next turn is one interval after the turn, not after the
+    // late request, so delays of a millisecond or two do not add up to a slower rate. Only
+    // lateness is forgiven, and at most a twentieth of an interval: enough for a timer's
+    // overshoot, and well inside the adapters' margin under the CRM's limit, so no second
+    // holds more requests than the CRM allows unless the network bunches them up.
+    let late_forgiven = rate.interval_ms() * 0.05;
+    let tat = match tat_ms {
+        Some(t) if t >= now_ms - late_forgiven => t,
+        _ => now_ms,
+    };
     let ahead = tat - now_ms;
     if ahead > rate.tolerance_ms() {
         let wait = ahead - rate.tolerance_ms();
@@ -85,6 +95,32 @@ mod tests {
         }
         // So no rolling second ever holds more than 7.
         assert!(times[7] - times[0] >= 1000.0 - 0.01);
+    }
+
+    #[test]
+    fn a_request_a_little_late_keeps_its_turn_and_a_long_pause_does_not_bank_turns() {
+        let rate = Rate {
+            per_second: 10.0,
+            burst: 1,
+        };
+        let Admission::Go { tat_ms } = admit(rate, None, 0.0) else {
+            panic!("the first goes at once")
+        };
+        assert_eq!(tat_ms, 100.0);
+        // Its turn was at 100 ms; it comes at 103: the next turn is still at 200.
+        let Admission::Go { tat_ms } = admit(rate, Some(tat_ms), 103.0) else {
+            panic!("a late request goes")
+        };
+        assert_eq!(tat_ms, 200.0);
+        // Half a second late is a pause, not a delay: the next turn counts from now.
+        let Admission::Go { tat_ms } = admit(rate, Some(tat_ms), 700.0) else {
+            panic!("after a pause a request goes")
+        };
+        assert_eq!(tat_ms, 800.0);
+        assert!(matches!(
+            admit(rate, Some(tat_ms), 701.0),
+            Admission::Wait(_)
+        ));
     }
 
     #[test]

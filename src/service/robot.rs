@@ -10,10 +10,11 @@ use futures::future::BoxFuture;
 use crate::adapters::crm::Crm;
 use crate::adapters::store::Store;
 use crate::domain::event::{Event, EventKind, Source};
+use crate::domain::presence::heard_from_crm;
 use crate::service::catchup::remember;
 use crate::service::entities::{LoadEntity, Record, record_of};
 use crate::service::jobs::{EventHandler, HandlerError, Journal};
-use crate::service::routing::RouteLeads;
+use crate::service::routing::{RouteLeads, Routed};
 use crate::service::scoring::{ScoreLeads, Scoring, concerns_scoring};
 
 /// Scoring and routing of one CRM's leads.
@@ -71,7 +72,14 @@ impl Robot {
             }
         }
         if let Some(routing) = &self.routing {
-            routing.on_lead(kind, &lead, priority, store).await?;
+            // Another worker holds the lead (or died holding it, until its lock runs out):
+            // the job is tried again later rather than leaving the lead to chance.
+            if routing.on_lead(kind, &lead, priority, store).await? == Routed::Busy {
+                return Err(HandlerError::Other(format!(
+                    "another worker is routing lead {}; tried again later",
+                    lead.id
+                )));
+            }
         }
         Ok(())
     }
@@ -84,6 +92,15 @@ impl EventHandler for Robot {
         store: &'a Store,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
+            if let Some(routing) = &self.routing
+                && event.source == self.source
+                && let Some(heard) = heard_from_crm(event)
+                && routing.is_manager(&heard.manager_id)
+                && store.set_presence(&heard).await?
+            {
+                tracing::debug!(manager = %heard.manager_id, "the CRM shows the manager at the desk");
+                routing.drain(store).await?;
+            }
             match (
                 &event.kind,
                 record_of(event, self.source, &self.lead_entity),

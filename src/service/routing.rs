@@ -37,6 +37,13 @@ pub const ROUTED: &str = "robot_routing_leads_total";
 pub const PENDING: &str = "robot_routing_pending";
 
 const DRAIN_LOCK: &str = "routing:drain";
+/// One worker at a time decides for a lead; a worker that dies holding it lets go after
+/// this, and the lead's job, delivered again, finishes it.
+const LEAD_LOCK: Duration = Duration::from_secs(60);
+
+fn lead_lock(lead: &str) -> String {
+    format!("routing:lead:{lead}")
+}
 /// Claims that lost a race to another worker are decided again at most this often.
 const CLAIM_TRIES: usize = 8;
 /// Overflows from group to group stop here, in case the rules send a lead round in circles.
@@ -121,6 +128,8 @@ pub enum Routed {
     Kept,
     /// Won, lost or gone: nothing to route.
     Closed,
+    /// Another worker is deciding for this lead right now.
+    Busy,
 }
 
 /// A source of the time: the real clock in `serve`, a fixed one in tests.
@@ -182,6 +191,11 @@ impl RouteLeads {
             .unwrap_or(Duration::from_secs(30))
     }
 
+    /// Whether `id` is a manager of the roster.
+    pub fn is_manager(&self, id: &str) -> bool {
+        self.setup.roster.index_of(id).is_some()
+    }
+
     fn router(&self) -> Router<'_> {
         Router {
             roster: &self.setup.roster,
@@ -219,6 +233,21 @@ impl RouteLeads {
     /// Whatever an event says about a lead that routing cares for: a new lead is handed
     /// out; a lead moved by hand stays moved; a closed lead leaves the pending list.
     pub async fn on_lead(
+        &self,
+        kind: &EventKind,
+        lead: &Lead,
+        priority: Option<Priority>,
+        store: &Store,
+    ) -> Result<Routed, HandlerError> {
+        let Some(token) = store.try_lock(&lead_lock(&lead.id), LEAD_LOCK).await? else {
+            return Ok(Routed::Busy);
+        };
+        let result = self.on_lead_locked(kind, lead, priority, store).await;
+        store.unlock(&lead_lock(&lead.id), &token).await?;
+        result
+    }
+
+    async fn on_lead_locked(
         &self,
         kind: &EventKind,
         lead: &Lead,
@@ -278,6 +307,20 @@ impl RouteLeads {
     /// Hands a lead out now whoever's it is, because a person asked (`route --lead`): a
     /// lead given before only gets its unfinished writes; a waiting one is decided again.
     pub async fn route_now(
+        &self,
+        lead: &Lead,
+        priority: Priority,
+        store: &Store,
+    ) -> Result<Routed, HandlerError> {
+        let Some(token) = store.try_lock(&lead_lock(&lead.id), LEAD_LOCK).await? else {
+            return Ok(Routed::Busy);
+        };
+        let result = self.route_now_locked(lead, priority, store).await;
+        store.unlock(&lead_lock(&lead.id), &token).await?;
+        result
+    }
+
+    async fn route_now_locked(
         &self,
         lead: &Lead,
         priority: Priority,
@@ -395,8 +438,21 @@ impl RouteLeads {
                 .claim_lead(day, lead_id, &m.id, snapshot.received[manager])
                 .await?
             {
-                Claim::Claimed | Claim::AlreadyAssigned(_) => {
-                    snapshot.received[manager] += 1;
+                claim @ (Claim::Claimed | Claim::AlreadyAssigned(_)) => {
+                    // Already given today without a record of it: an earlier attempt died
+                    // between the claim and the record. The lead stays with whoever has it.
+                    let (manager, m) = match claim {
+                        Claim::AlreadyAssigned(who) if who != m.id => match roster.index_of(&who) {
+                            Some(i) => (i, &roster.managers[i]),
+                            None => (manager, m),
+                        },
+                        Claim::Claimed => {
+                            snapshot.received[manager] += 1;
+                            (manager, m)
+                        }
+                        _ => (manager, m),
+                    };
+                    let day = snapshot.days[manager];
                     let given = Given {
                         manager: m.id.clone(),
                         day,
@@ -642,44 +698,61 @@ impl RouteLeads {
         }
         let mut snapshot = self.snapshot(store, now).await?;
         for p in pending {
-            // A lead given meanwhile (a crash between the claim and leaving the list) only
-            // needs its writes finished.
-            if let Some(given) = self.given(&p.lead_id, store).await? {
-                let manager = given.manager.clone();
-                self.finish(&p.lead_id, None, given, store).await?;
-                self.forget_waiting(&p.lead_id, store).await?;
-                drained.assigned.push(manager);
+            let Some(token) = store.try_lock(&lead_lock(&p.lead_id), LEAD_LOCK).await? else {
+                // Its own job is deciding for it right now.
+                drained.still_waiting += 1;
                 continue;
-            }
-            let waiting = match self.waiting(&p.lead_id, store).await? {
-                Some(waiting) => waiting,
-                // No snapshot (the list was filled by an older version): read the lead.
-                None => match self.crm.lead(&p.lead_id).await.map_err(crm_error)? {
-                    Some(lead) if closed(&lead.status_id).is_none() => Waiting {
-                        facts: routing_facts(&lead),
-                        priority: p.priority.number(),
-                        group: None,
-                        entered: p.since,
-                        since: p.since,
-                        responsible: lead.responsible_user_id.clone(),
-                    },
-                    _ => {
-                        self.forget_waiting(&p.lead_id, store).await?;
-                        continue;
-                    }
-                },
             };
-            match self
-                .settle(&p.lead_id, None, waiting, &mut snapshot, store, now)
-                .await?
-            {
-                Routed::Assigned { manager, .. } => drained.assigned.push(manager),
-                Routed::Waiting { .. } => drained.still_waiting += 1,
+            let result = self.drain_one(&p, &mut snapshot, store, now).await;
+            store.unlock(&lead_lock(&p.lead_id), &token).await?;
+            match result? {
+                Some(Routed::Assigned { manager, .. }) => drained.assigned.push(manager),
+                Some(Routed::AlreadyGiven { manager }) => drained.assigned.push(manager),
+                Some(Routed::Waiting { .. }) => drained.still_waiting += 1,
                 _ => {}
             }
         }
         ::metrics::gauge!(PENDING).set(drained.still_waiting as f64);
         Ok(drained)
+    }
+
+    /// Looks at one waiting lead again, under its lock.
+    async fn drain_one(
+        &self,
+        p: &crate::adapters::store::Pending,
+        snapshot: &mut Snapshot,
+        store: &Store,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Routed>, HandlerError> {
+        // A lead given meanwhile (a crash between the claim and leaving the list) only needs
+        // its writes finished.
+        if let Some(given) = self.given(&p.lead_id, store).await? {
+            let manager = given.manager.clone();
+            self.finish(&p.lead_id, None, given, store).await?;
+            self.forget_waiting(&p.lead_id, store).await?;
+            return Ok(Some(Routed::AlreadyGiven { manager }));
+        }
+        let waiting = match self.waiting(&p.lead_id, store).await? {
+            Some(waiting) => waiting,
+            // No snapshot (the list was filled by an older version): read the lead.
+            None => match self.crm.lead(&p.lead_id).await.map_err(crm_error)? {
+                Some(lead) if closed(&lead.status_id).is_none() => Waiting {
+                    facts: routing_facts(&lead),
+                    priority: p.priority.number(),
+                    group: None,
+                    entered: p.since,
+                    since: p.since,
+                    responsible: lead.responsible_user_id.clone(),
+                },
+                _ => {
+                    self.forget_waiting(&p.lead_id, store).await?;
+                    return Ok(None);
+                }
+            },
+        };
+        self.settle(&p.lead_id, None, waiting, snapshot, store, now)
+            .await
+            .map(Some)
     }
 
     /// Drains the pending list every [`RouteLeads::recheck`] until `stop`.

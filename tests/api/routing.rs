@@ -253,5 +253,123 @@ async fn a_lead_nobody_can_take_waits_and_goes_out_on_the_next_presence(backend:
     app.stop().await;
 }
 
+async fn a_call_note_in_the_crm_brings_the_manager_back_for_a_waiting_lead(backend: Backend) {
+    let amo = AmoEmulator::start().await;
+    let app = robot_on(&amo, backend).await;
+    let lead = the_lead(&amo);
+    assert_eq!(
+        app.post_amocrm(added(lead, 1_763_900_000)).await.status(),
+        200
+    );
+    app.wait_for_journal(1, 20).await;
+    assert_eq!(
+        app.store.pending().await.unwrap().len(),
+        1,
+        "nobody is online"
+    );
+
+    // Maria finishes a call with another client: telephony puts the call note into amoCRM
+    // at 10:59:30, and amoCRM's webhook says who made it.
+    let other = amo.seed_lead(NewLead::new("Другой клиент").responsible(USER_MARIA));
+    let note = format!(
+        "leads[note][0][note][id]=286113457&leads[note][0][note][note_type]=10\
+         &leads[note][0][note][element_id]={other}&leads[note][0][note][element_type]=2\
+         &leads[note][0][note][created_by]={USER_MARIA}&leads[note][0][note][modified_by]={USER_MARIA}\
+         &leads[note][0][note][created_at]=1795420770&leads[note][0][note][updated_at]=1795420770\
+         &account[subdomain]=robotdemo&account[id]=29876543"
+    );
+    assert_eq!(app.post_amocrm(note).await.status(), 200);
+    eventually(20, || {
+        let given = responsible(&amo, lead) == USER_MARIA;
+        async move { given }
+    })
+    .await
+    .expect("the call note showed Maria at her desk, and she got the waiting lead");
+    app.wait_for_journal(2, 20).await;
+    assert!(app.store.pending().await.unwrap().is_empty());
+    app.stop().await;
+}
+
+crate::on_both_backends!(a_call_note_in_the_crm_brings_the_manager_back_for_a_waiting_lead);
 crate::on_both_backends!(a_new_lead_goes_to_the_manager_online_with_a_task_and_a_note);
 crate::on_both_backends!(a_lead_nobody_can_take_waits_and_goes_out_on_the_next_presence);
+
+/// Eight workers hand out 100 new leads at once on one Redis: every lead goes to one
+/// manager once, with one task, and the day stays even.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_routing_at_once_give_each_lead_once_and_keep_the_day_even() {
+    use sales_robot::domain::event::EventKind;
+    use sales_robot::domain::presence::{Presence, PresenceState};
+    use sales_robot::domain::priority::Priority;
+
+    let amo = AmoEmulator::start().await;
+    amo.disable_rate_limit();
+    let crm: Arc<dyn Crm> = Arc::new(amo_client(&amo).await.with_rate(
+        sales_robot::domain::rate::Rate {
+            per_second: 1000.0,
+            burst: 100,
+        },
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::helpers::fresh_store(Backend::Redis, dir.path()).await;
+    let heard = chrono::DateTime::parse_from_rfc3339("2026-11-23T11:00:00+03:00").unwrap();
+    for manager in [USER_IVAN, USER_MARIA] {
+        store
+            .set_presence(&Presence {
+                manager_id: manager.to_string(),
+                state: PresenceState::Online,
+                at: heard,
+            })
+            .await
+            .unwrap();
+    }
+    let router =
+        Arc::new(RouteLeads::new(crm.clone(), routing_setup()).with_clock(Arc::new(eleven)));
+    let leads: Vec<i64> = (0..100).map(|_| the_lead(&amo)).collect();
+    let created = EventKind::LeadCreated {
+        status_id: None,
+        pipeline_id: None,
+        responsible_user_id: None,
+    };
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let (router, crm, store, created) =
+            (router.clone(), crm.clone(), store.clone(), created.clone());
+        // Every worker sees every lead, as when a job is delivered twice.
+        let mine: Vec<i64> = leads
+            .iter()
+            .copied()
+            .cycle()
+            .skip(w * 13)
+            .take(100)
+            .collect();
+        workers.spawn(async move {
+            for id in mine {
+                let lead = crm.lead(&id.to_string()).await.unwrap().unwrap();
+                router
+                    .on_lead(&created, &lead, Some(Priority::UNSCORED), &store)
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done.unwrap();
+    }
+    let loads = store.loads(today()).await.unwrap();
+    let ivan = loads.get(&USER_IVAN.to_string()).copied().unwrap_or(0);
+    let maria = loads.get(&USER_MARIA.to_string()).copied().unwrap_or(0);
+    assert_eq!(ivan + maria, 100, "each lead counted once: {loads:?}");
+    assert!(ivan.abs_diff(maria) <= 1, "an even day: {loads:?}");
+    for lead in &leads {
+        let given = responsible(&amo, *lead);
+        assert!(given == USER_IVAN || given == USER_MARIA);
+        assert_eq!(tasks_of(&amo, *lead).len(), 1, "lead {lead}: one task");
+        let patches = amo
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.path == format!("/api/v4/leads/{lead}"))
+            .count();
+        assert_eq!(patches, 1, "lead {lead}: its manager written once");
+    }
+}

@@ -228,7 +228,13 @@ fn event(kind: EventKind, entity_id: &str, item: &Field<'_>, version: String) ->
         entity_id: entity_id.to_owned(),
         crm_entity: None,
         occurred_at: occurred_at(item),
-        modified_by: item.opt("modified_user_id").map(str::to_owned),
+        // Leads and tasks name the user as `modified_user_id`; notes as `modified_by`
+        // (`created_by` on a fresh one).
+        modified_by: item
+            .opt("modified_user_id")
+            .or_else(|| item.opt("modified_by"))
+            .or_else(|| item.opt("created_by"))
+            .map(str::to_owned),
         dedup_key: version,
     }
 }
