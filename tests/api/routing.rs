@@ -46,6 +46,8 @@ guard = "10m"
 
 [[groups]]
 name = "Продажи"
+wait = "15m"
+overflow = "руководитель"
 
 [priority.1]
 task = "Связаться с клиентом"
@@ -372,4 +374,51 @@ async fn workers_routing_at_once_give_each_lead_once_and_keep_the_day_even() {
             .count();
         assert_eq!(patches, 1, "lead {lead}: its manager written once");
     }
+}
+
+/// Nobody takes a waiting lead for the group's 15 minutes: at the limit it goes to the group
+/// lead, whatever their presence, with the reason in the note.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_waiting_past_the_groups_limit_goes_to_the_group_lead() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    let amo = AmoEmulator::start().await;
+    let crm: Arc<dyn Crm> = Arc::new(amo_client(&amo).await);
+    let minutes = Arc::new(AtomicI64::new(0));
+    let clock = {
+        let minutes = minutes.clone();
+        Arc::new(move || eleven() + chrono::TimeDelta::minutes(minutes.load(Ordering::SeqCst)))
+    };
+    let router = Arc::new(RouteLeads::new(crm.clone(), routing_setup()).with_clock(clock));
+    let robot = Robot::new(crm, Source::Amocrm, "deal", None, Some(router.clone()));
+    let app = spawn_app_with(Backend::Sqlite, Arc::new(robot), |_| {}).await;
+    let lead = the_lead(&amo);
+    assert_eq!(
+        app.post_amocrm(added(lead, 1_763_900_000)).await.status(),
+        200
+    );
+    app.wait_for_journal(1, 20).await;
+    assert_eq!(app.store.pending().await.unwrap().len(), 1);
+
+    minutes.store(10, Ordering::SeqCst);
+    let drained = router.drain(&app.store).await.unwrap();
+    assert!(drained.assigned.is_empty(), "10 minutes: it still waits");
+    minutes.store(15, Ordering::SeqCst);
+    let drained = router.drain(&app.store).await.unwrap();
+    assert_eq!(
+        drained.assigned,
+        [USER_IVAN.to_string()],
+        "the group lead gets it"
+    );
+    assert_eq!(responsible(&amo, lead), USER_IVAN);
+    let note = amo.notes_of(lead)[0]["params"]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        note.contains("не взяла лид за 15 мин: передан руководителю группы, Иван Петров"),
+        "{note}"
+    );
+    assert!(app.store.pending().await.unwrap().is_empty());
+    app.stop().await;
 }
