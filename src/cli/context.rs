@@ -361,13 +361,16 @@ impl Context {
                 None
             }
         };
-        let handler: Arc<dyn EventHandler> = Arc::new(Robot::new(
-            connected.crm,
-            connected.source,
-            connected.lead_entity,
-            scoring,
-            routing.clone(),
-        ));
+        let handler: Arc<dyn EventHandler> = Arc::new(
+            Robot::new(
+                connected.crm,
+                connected.source,
+                connected.lead_entity,
+                scoring,
+                routing.clone(),
+            )
+            .with_own_user(self.config.crm.robot_user_id.map(|id| id.to_string())),
+        );
         Ok(Handling {
             handler,
             what: what.join("; "),

@@ -414,6 +414,11 @@ impl Default for JobsConfig {
 pub struct CrmConfig {
     /// The CRM; its section (`[amocrm]` or `[bitrix24]`) must be present when this is set.
     pub kind: CrmKind,
+    /// The CRM user the robot writes as, when it is a technical user of its own: a change
+    /// that user made is the echo of the robot's own write, and is not read again. Leave
+    /// it out when people work under the integration's user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub robot_user_id: Option<u64>,
 }
 
 /// A CRM the robot works with.

@@ -17,6 +17,9 @@ use crate::service::jobs::{EventHandler, HandlerError, Journal};
 use crate::service::routing::{RouteLeads, Routed};
 use crate::service::scoring::{ScoreLeads, Scoring, concerns_scoring};
 
+/// The counter of events recognised as the echoes of the robot's own writes.
+pub const ECHOES: &str = "robot_echoes_total";
+
 /// Scoring and routing of one CRM's leads.
 pub struct Robot {
     crm: Arc<dyn Crm>,
@@ -25,6 +28,7 @@ pub struct Robot {
     scoring: Option<ScoreLeads>,
     routing: Option<Arc<RouteLeads>>,
     loader: LoadEntity,
+    own_user: Option<String>,
 }
 
 impl Robot {
@@ -46,7 +50,24 @@ impl Robot {
             scoring,
             routing,
             loader,
+            own_user: None,
         }
+    }
+
+    /// Takes changes of leads made by the CRM user `id` as the echoes of the robot's own
+    /// writes: its edits and manager changes are not read again. A stage change is still
+    /// read: the ledger needs a won or lost lead's outcome whoever closed it.
+    pub fn with_own_user(mut self, id: Option<String>) -> Robot {
+        self.own_user = id.filter(|id| !id.trim().is_empty());
+        self
+    }
+
+    fn is_own_echo(&self, event: &Event) -> bool {
+        matches!(
+            event.kind,
+            EventKind::LeadUpdated { .. } | EventKind::LeadResponsibleChanged { .. }
+        ) && self.own_user.is_some()
+            && event.modified_by == self.own_user
     }
 
     async fn on_lead(&self, kind: &EventKind, id: &str, store: &Store) -> Result<(), HandlerError> {
@@ -112,6 +133,10 @@ impl EventHandler for Robot {
                             tracing::info!(manager = %event.entity_id, assigned = drained.assigned.len(), "a presence change let waiting leads go");
                         }
                     }
+                }
+                (_, Some(Record::Lead(id))) if self.is_own_echo(event) => {
+                    tracing::debug!(lead = %id, "the echo of the robot's own write: not read again");
+                    ::metrics::counter!(ECHOES).increment(1);
                 }
                 (kind, Some(Record::Lead(id))) => self.on_lead(kind, &id, store).await?,
                 (_, Some(_)) => return self.loader.handle(event, store).await,

@@ -422,3 +422,55 @@ async fn a_lead_waiting_past_the_groups_limit_goes_to_the_group_lead() {
     assert!(app.store.pending().await.unwrap().is_empty());
     app.stop().await;
 }
+
+/// With the robot's own CRM user configured, the echo of its write is recognised by who
+/// made it and the lead is not even read again; a person's change still is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echo_of_the_robots_own_user_is_not_read_again() {
+    let amo = AmoEmulator::start().await;
+    let crm: Arc<dyn Crm> = Arc::new(amo_client(&amo).await);
+    let routing = RouteLeads::new(crm.clone(), routing_setup()).with_clock(Arc::new(eleven));
+    let robot = Robot::new(crm, Source::Amocrm, "deal", None, Some(Arc::new(routing)))
+        .with_own_user(Some("8100001".into()));
+    let app = spawn_app_with(Backend::Sqlite, Arc::new(robot), |_| {}).await;
+    online(&app, USER_IVAN).await;
+    let lead = the_lead(&amo);
+    assert_eq!(
+        app.post_amocrm(added(lead, 1_763_900_000)).await.status(),
+        200
+    );
+    app.wait_for_journal(2, 20).await;
+    assert_eq!(responsible(&amo, lead), USER_IVAN);
+    let reads = |amo: &AmoEmulator| {
+        amo.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == format!("/api/v4/leads/{lead}"))
+            .count()
+    };
+    let before = reads(&amo);
+    let echo = |by: i64, at: i64| {
+        format!(
+            "leads[update][0][id]={lead}&leads[update][0][status_id]=60456942\
+             &leads[update][0][responsible_user_id]={USER_IVAN}&leads[update][0][last_modified]={at}\
+             &leads[update][0][modified_user_id]={by}&account[subdomain]=robotdemo&account[id]=29876543"
+        )
+    };
+    assert_eq!(
+        app.post_amocrm(echo(8_100_001, 1_763_900_060))
+            .await
+            .status(),
+        200
+    );
+    app.wait_for_journal(3, 20).await;
+    assert_eq!(reads(&amo), before, "its own echo is not read");
+    assert!(app.metrics().await.contains("robot_echoes_total 1"));
+    assert_eq!(
+        app.post_amocrm(echo(USER_MARIA, 1_763_900_120))
+            .await
+            .status(),
+        200
+    );
+    app.wait_for_journal(4, 20).await;
+    assert_eq!(reads(&amo), before + 1, "a person's change is read");
+    app.stop().await;
+}
