@@ -1,6 +1,8 @@
 //! The robot's handler of events: for an event about a lead it reads the lead once, scores
-//! it (when there is a model), then routes it (when there is a roster); a presence change
-//! looks at the waiting leads again; every event goes into the journal.
+//! it (when there is a model), routes it (when there is a roster), then looks at its
+//! follow-up chains (when there is `chains.toml`); a client's WhatsApp message goes to the
+//! chains; a presence change looks at the waiting leads again; every event goes into the
+//! journal.
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use crate::adapters::crm::Crm;
 use crate::adapters::store::Store;
 use crate::domain::event::{Event, EventKind, Source};
 use crate::service::catchup::remember;
+use crate::service::chains::ChainEngine;
 use crate::service::entities::{LoadEntity, Record, record_of};
 use crate::service::jobs::{EventHandler, HandlerError, Journal};
 use crate::service::routing::RouteLeads;
@@ -23,6 +26,7 @@ pub struct Robot {
     lead_entity: String,
     scoring: Option<ScoreLeads>,
     routing: Option<Arc<RouteLeads>>,
+    chains: Option<Arc<ChainEngine>>,
     loader: LoadEntity,
 }
 
@@ -44,8 +48,15 @@ impl Robot {
             lead_entity: lead_entity.to_owned(),
             scoring,
             routing,
+            chains: None,
             loader,
         }
+    }
+
+    /// The same robot running the follow-up chains of `engine` too.
+    pub fn with_chains(mut self, engine: Arc<ChainEngine>) -> Robot {
+        self.chains = Some(engine);
+        self
     }
 
     async fn on_lead(&self, kind: &EventKind, id: &str, store: &Store) -> Result<(), HandlerError> {
@@ -73,6 +84,9 @@ impl Robot {
         if let Some(routing) = &self.routing {
             routing.on_lead(kind, &lead, priority, store).await?;
         }
+        if let Some(chains) = &self.chains {
+            chains.on_lead(kind, &lead, store).await?;
+        }
         Ok(())
     }
 }
@@ -93,6 +107,14 @@ impl EventHandler for Robot {
                         let drained = routing.drain(store).await?;
                         if !drained.assigned.is_empty() {
                             tracing::info!(manager = %event.entity_id, assigned = drained.assigned.len(), "a presence change let waiting leads go");
+                        }
+                    }
+                }
+                (EventKind::ClientReplied { .. }, _) => {
+                    if let Some(chains) = &self.chains {
+                        let stopped = chains.on_reply(event, store).await?;
+                        if !stopped.is_empty() {
+                            tracing::info!(chat = %event.entity_id, stopped = stopped.len(), "the client wrote; their chains stopped");
                         }
                     }
                 }
