@@ -6,6 +6,7 @@
 //! - [`step`]: one step carried out once: re-read the lead, stop?, decide, throttle, claim,
 //!   act, record, plan the next;
 //! - [`job`]: the `RunStep` job on its own queue, and its retries;
+//! - [`preview`]: a chain for one lead, step by step, sending nothing;
 //! - [`lead`]: what the engine reads of a lead (facts, phones, the client's zone, the
 //!   template context) and the account's names;
 //! - [`state`]: the store's keys of the engine.
@@ -15,6 +16,7 @@
 pub mod enrol;
 pub mod job;
 pub mod lead;
+pub mod preview;
 pub mod state;
 pub mod step;
 
