@@ -21,7 +21,9 @@ use sales_robot::service::robot::Robot;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, SECRET, TestApp, eventually, fresh_store, spawn_app_with};
+use crate::helpers::{
+    Backend, SECRET, TestApp, eventually, fresh_store, spawn_app_with, spawn_app_with_steps,
+};
 use crate::scoring::amo_client;
 use crate::support::amocrm::{
     AmoEmulator, FIELD_PRIORITY, LOSS_NO_CONTACT, NewContact, NewLead, STATUS_LOST,
@@ -88,6 +90,11 @@ struct World {
 
 impl World {
     async fn new(backend: Backend) -> World {
+        World::start(backend, false).await
+    }
+
+    /// With `worker`, the robot's workers run the steps' jobs themselves.
+    async fn start(backend: Backend, worker: bool) -> World {
         let amo = AmoEmulator::start().await;
         amo.add_status(QUALIFIED, "4. Квалификация пройдена");
         amo.rename_status(STATUS_LOST, "Отказ. Сделка закрыта");
@@ -144,7 +151,11 @@ impl World {
                 .with_clock(Arc::new(move || *read.lock().unwrap())),
         );
         let robot = Robot::new(crm, Source::Amocrm, "deal", None, None).with_chains(engine.clone());
-        let app = spawn_app_with(backend, Arc::new(robot), |_| {}).await;
+        let app = if worker {
+            spawn_app_with_steps(backend, Arc::new(robot), engine.clone()).await
+        } else {
+            spawn_app_with(backend, Arc::new(robot), |_| {}).await
+        };
         wazzup.set_webhooks(&format!("{}/hooks/wazzup/{SECRET}", app.address), None);
         World {
             amo,
@@ -482,6 +493,65 @@ async fn a_number_not_on_whatsapp_fails_the_step_and_tasks_the_manager(backend: 
     w.app.stop().await;
 }
 
+/// The out-of-stock button through the real queue: the first letter's job is due at once
+/// and the robot's worker runs it; the second waits three business days on the queue.
+async fn the_out_of_stock_letter_goes_through_the_steps_queue(backend: Backend) {
+    let w = World::start(backend, true).await;
+    w.set_clock(moscow("2026-03-05 16:00"));
+    let hook = |at: i64| {
+        format!(
+            "leads[update][0][id]={}&leads[update][0][status_id]={STATUS_QUALIFICATION}\
+             &leads[update][0][pipeline_id]=7249526&leads[update][0][last_modified]={at}\
+             &account[subdomain]=robotdemo&account[id]=29876543",
+            w.lead
+        )
+    };
+    // The robot sees the lead once; then the manager presses the button (the tag).
+    assert_eq!(w.app.post_amocrm(hook(1772715000)).await.status(), 200);
+    w.app.wait_for_journal(1, 20).await;
+    amo_client(&w.amo)
+        .await
+        .update_lead(
+            &w.lead.to_string(),
+            &LeadUpdate {
+                add_tags: vec!["Нет в наличии".into()],
+                ..LeadUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.app.post_amocrm(hook(1772715060)).await.status(), 200);
+    eventually(20, || {
+        let n = w.smtp.received().len();
+        async move { n == 1 }
+    })
+    .await
+    .expect("the worker sent the first letter");
+    let letter = &w.smtp.received()[0];
+    assert_eq!(
+        letter.subject().as_deref(),
+        Some("Ваш запрос: товара сейчас нет в наличии")
+    );
+    let list = w.store().enrolments_of(&w.lead.to_string()).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].enrolment.chain, "Нет в наличии");
+    let store = w.store().clone();
+    let key = list[0].enrolment.key.clone();
+    eventually(20, move || {
+        let (store, key) = (store.clone(), key.clone());
+        async move {
+            let r = store.enrolment(&key).await.unwrap().unwrap();
+            r.enrolment.next == 1 && r.due_at == Some(moscow("2026-03-11 16:00"))
+        }
+    })
+    .await
+    .expect("the second letter is planned for Wednesday");
+    let queue = w.store().queue_name(sales_robot::service::chains::RUN_STEP);
+    assert_eq!(w.store().queue_depth(&queue).await.unwrap(), 1);
+    w.app.stop().await;
+}
+
+crate::on_both_backends!(the_out_of_stock_letter_goes_through_the_steps_queue);
 crate::on_both_backends!(op2_with_no_answer_runs_day_by_day_and_closes_the_lead);
 crate::on_both_backends!(a_reply_on_day_two_stops_the_chain);
 crate::on_both_backends!(a_step_delivered_twice_is_carried_out_once);
