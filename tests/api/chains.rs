@@ -551,7 +551,71 @@ async fn the_out_of_stock_letter_goes_through_the_steps_queue(backend: Backend) 
     w.app.stop().await;
 }
 
+/// A WhatsApp step claimed but not recorded: within Wazzup's guard it is sent again with the
+/// same `crmMessageId` (so at most once in Wazzup); past the lease it is left uncertain.
+async fn a_whatsapp_step_claimed_but_never_recorded_is_resent_only_within_the_guard(
+    backend: Backend,
+) {
+    let w = World::new(backend).await;
+    let key = w.qualify().await;
+    for _ in 0..2 {
+        w.run_next(&key).await.unwrap();
+    }
+    let due = w
+        .store()
+        .enrolment(&key)
+        .await
+        .unwrap()
+        .unwrap()
+        .due_at
+        .unwrap();
+    assert_eq!(due, moscow("2026-03-04 13:00"));
+    w.set_clock(due);
+    let skey = step_key(&key, 2);
+    let claimed = StepRecord {
+        state: StepState::Claimed,
+        claimed_at: Utc::now() - chrono::TimeDelta::seconds(5),
+        at: due,
+        via: "wazzup".into(),
+        detail: String::new(),
+    };
+    assert!(
+        w.store()
+            .claim_step(&skey, &claimed)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let run = w.engine.run_step(w.store(), &key, 2, due).await.unwrap();
+    assert_eq!(run, StepRun::Settled(StepState::Done));
+    let sent = w.wazzup.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].crm_message_id.as_deref(),
+        Some(sales_robot::service::chains::step::crm_message_id(&skey).as_str())
+    );
+
+    // The next WhatsApp step, claimed ten minutes ago by a worker that died: not sent.
+    let record = w.store().enrolment(&key).await.unwrap().unwrap();
+    let due = record.due_at.unwrap();
+    assert_eq!(due, moscow("2026-03-05 10:00"));
+    let skey = step_key(&key, 3);
+    let old = StepRecord {
+        claimed_at: Utc::now() - chrono::TimeDelta::minutes(10),
+        at: due,
+        ..claimed
+    };
+    assert!(w.store().claim_step(&skey, &old).await.unwrap().is_none());
+    let run = w.engine.run_step(w.store(), &key, 3, due).await.unwrap();
+    assert_eq!(run, StepRun::Settled(StepState::Uncertain));
+    assert_eq!(w.wazzup.sent().len(), 1, "not sent again");
+    w.app.stop().await;
+}
+
 crate::on_both_backends!(the_out_of_stock_letter_goes_through_the_steps_queue);
+crate::on_both_backends!(
+    a_whatsapp_step_claimed_but_never_recorded_is_resent_only_within_the_guard
+);
 crate::on_both_backends!(op2_with_no_answer_runs_day_by_day_and_closes_the_lead);
 crate::on_both_backends!(a_reply_on_day_two_stops_the_chain);
 crate::on_both_backends!(a_step_delivered_twice_is_carried_out_once);
