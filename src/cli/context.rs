@@ -13,8 +13,12 @@ use crate::adapters::amocrm::oauth::Credentials;
 use crate::adapters::bitrix24::api::{Access, Bitrix24};
 use crate::adapters::crm::Crm;
 use crate::adapters::crm::fields::FieldRef;
+use crate::adapters::mail::{Mailer, SmtpMailer};
 use crate::adapters::model_file;
 use crate::adapters::store::{Location, Store, StoreSettings};
+use crate::adapters::wazzup::client::WazzupClient;
+use crate::adapters::wazzup::send::WhatsApp;
+use crate::config::chains::ChainRules;
 use crate::config::scoring::ScoringRules;
 use crate::config::{
     self, B24Entity, CrmKind, Env, RobotConfig, Secrets, Severity, StorageBackend,
@@ -24,6 +28,7 @@ use crate::domain::rate::Rate;
 use crate::domain::retry::RetryPolicy;
 use crate::domain::routing::{Roster, RoutingRules};
 use crate::service::catchup::CatchUp;
+use crate::service::chains::{ChainEngine, Channels, StepJobs};
 use crate::service::jobs::EventHandler;
 use crate::service::jobs::{Jobs, Journal};
 use crate::service::robot::Robot;
@@ -314,6 +319,8 @@ impl Context {
                     what: format!("not connected ({why}): events are recorded only"),
                     client: None,
                     routing: None,
+                    steps: None,
+                    chains: "off (no CRM connected)".into(),
                 });
             }
         };
@@ -361,22 +368,114 @@ impl Context {
                 None
             }
         };
-        let handler: Arc<dyn EventHandler> = Arc::new(
-            Robot::new(
-                connected.crm,
-                connected.source,
-                connected.lead_entity,
-                scoring,
-                routing.clone(),
-            )
-            .with_own_user(self.config.crm.robot_user_id.map(|id| id.to_string())),
-        );
+        let mut robot = Robot::new(
+            connected.crm.clone(),
+            connected.source,
+            connected.lead_entity,
+            scoring,
+            routing.clone(),
+        )
+        .with_own_user(self.config.crm.robot_user_id.map(|id| id.to_string()));
+        let (steps, chains) = match self.chain_rules()? {
+            Some(rules) => {
+                let (channels, said) = self.channels(store)?;
+                let count = rules.chains.chains.len();
+                let engine = Arc::new(ChainEngine::new(connected.crm.clone(), rules, channels));
+                robot = robot.with_chains(engine.clone());
+                (
+                    Some(Arc::new(StepJobs::new(store.clone(), engine))),
+                    format!("{count} chains run; {said}"),
+                )
+            }
+            None => (
+                None,
+                format!("off (there is no {})", config::chains::FILE_NAME),
+            ),
+        };
         Ok(Handling {
-            handler,
+            handler: Arc::new(robot),
             what: what.join("; "),
             client: Some(connected.client),
             routing,
+            steps,
+            chains,
         })
+    }
+
+    /// `chains.toml` and its templates, checked against the other rule files; `None` when
+    /// there is no chains file, an error listing every problem when it is wrong.
+    pub fn chain_rules(&self) -> anyhow::Result<Option<ChainRules>> {
+        let fields: Vec<String> = self.config.fields.leads.keys().cloned().collect();
+        let refusals: Option<Vec<String>> = self
+            .scoring_rules()?
+            .map(|r| r.priority.refusals.into_iter().map(|r| r.name).collect());
+        let zone = config::managers::load(&self.dir)
+            .ok()
+            .flatten()
+            .map(|r| r.zone);
+        let known = config::chains::Known {
+            lead_fields: Some(&fields),
+            refusals: refusals.as_deref(),
+            zone,
+        };
+        config::chains::load(&self.dir, known).map_err(|problems| {
+            let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!(
+                "{} has problems:\n{}",
+                config::chains::FILE_NAME,
+                listed.join("\n")
+            )
+        })
+    }
+
+    /// The channels chains write through, as far as the config and the secrets give them,
+    /// and what they are for the start-up message. A channel not given is left out: a step
+    /// that needs it fails clearly and the manager gets a task.
+    pub fn channels(&self, store: &Store) -> anyhow::Result<(Channels, String)> {
+        let mut said = Vec::new();
+        let whatsapp: Option<Arc<dyn WhatsApp>> = match (
+            &self.secrets.wazzup_key,
+            &self.config.wazzup.send_channel_id,
+        ) {
+            (Some(key), Some(channel)) => {
+                said.push(format!("WhatsApp through Wazzup channel {channel}"));
+                Some(Arc::new(WazzupClient::new(
+                    &self.config.wazzup.base_url,
+                    channel,
+                    key.clone(),
+                    store.clone(),
+                )))
+            }
+            _ => {
+                said.push(format!(
+                    "no WhatsApp (set {} and [wazzup] send_channel_id)",
+                    config::WAZZUP_KEY_VAR
+                ));
+                None
+            }
+        };
+        let from = self.config.smtp.from.clone();
+        let mailer: Option<Arc<dyn Mailer>> = match (&self.secrets.smtp_url, &from) {
+            (Some(url), Some(from)) => {
+                let mailer = SmtpMailer::new(url, from, span(self.config.smtp.timeout))
+                    .with_context(|| format!("cannot use {}", config::SMTP_URL_VAR))?;
+                said.push(format!("e-mail from {from}"));
+                Some(Arc::new(mailer))
+            }
+            _ => {
+                said.push(format!(
+                    "no e-mail (set {} and [smtp] from)",
+                    config::SMTP_URL_VAR
+                ));
+                None
+            }
+        };
+        let channels = Channels {
+            whatsapp,
+            mailer,
+            mail_domain: Channels::domain_of(from.as_deref().unwrap_or_default()),
+        };
+        Ok((channels, said.join(", ")))
     }
 
     /// `managers.toml` and `routing.toml`, checked; `None` when either file is missing, an
@@ -431,6 +530,10 @@ pub struct Handling {
     pub client: Option<Client>,
     /// The routing, when there is a roster: `serve` looks at its waiting leads periodically.
     pub routing: Option<Arc<RouteLeads>>,
+    /// The chains' steps, when chains run: `serve` runs a worker for their queue.
+    pub steps: Option<Arc<StepJobs>>,
+    /// Whether chains run and through which channels, for the start-up message.
+    pub chains: String,
 }
 
 impl Context {

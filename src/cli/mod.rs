@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bench_scoring;
 pub mod catchup;
+pub mod chains;
 pub mod context;
 pub mod crm;
 pub mod dead;
@@ -87,6 +88,12 @@ pub enum Command {
     /// Hand a lead of the CRM to a manager now; with `--dry-run`, only say who would get
     /// it and why not the others.
     Route(route::RouteArgs),
+    /// Follow-up chains: preview one for a lead, list the enrolments, stop a lead's chains.
+    Chains {
+        /// `preview`, `list` or `stop`.
+        #[command(subcommand)]
+        action: chains::ChainsAction,
+    },
     /// Simulate a day of routing on the config's roster and rules.
     Simulate {
         /// What to simulate.
@@ -116,6 +123,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(&cli.config, args).await,
         Command::Score(args) => score::run(&cli.config, args).await,
         Command::Route(args) => route::run(&cli.config, args).await,
+        Command::Chains { action } => chains::run(&cli.config, action).await,
         Command::Simulate { what } => simulate::run(&cli.config, what),
         Command::Bench { what } => bench::run(&cli.config, what).await,
     }

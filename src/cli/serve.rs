@@ -74,6 +74,7 @@ pub async fn serve(config_dir: &Path, http: bool, worker: bool) -> anyhow::Resul
         context::check_fields_in_background(client);
     }
     let (handler, crm, routing) = (handling.handler, handling.what, handling.routing);
+    let (steps, chains) = (handling.steps, handling.chains);
     let stop = CancellationToken::new();
     stop_on_signal(stop.clone());
     if !http {
@@ -88,10 +89,11 @@ pub async fn serve(config_dir: &Path, http: bool, worker: bool) -> anyhow::Resul
             jobs.queue()
         );
         println!("CRM: {crm}");
+        println!("chains: {chains}");
         start_catchup(&ctx, &jobs, &stop)?;
         start_recheck(routing, jobs.store(), &stop);
         let grace = settings.shutdown_grace;
-        worker::run(jobs, settings.concurrency, grace, async move {
+        worker::run_with_steps(jobs, steps, settings.concurrency, grace, async move {
             stop.cancelled().await
         })
         .await
@@ -100,7 +102,8 @@ pub async fn serve(config_dir: &Path, http: bool, worker: bool) -> anyhow::Resul
     }
     let app = Application::build(settings, store, handler)
         .await
-        .with_context(|| format!("cannot listen on {}", ctx.listen()))?;
+        .with_context(|| format!("cannot listen on {}", ctx.listen()))?
+        .with_steps(steps);
     println!(
         "sales-robot listening on http://{} (storage: {})",
         app.local_addr(),
@@ -118,6 +121,7 @@ pub async fn serve(config_dir: &Path, http: bool, worker: bool) -> anyhow::Resul
         Origin::Environment => println!("hook secret: from ROBOT_HOOK_SECRET"),
     }
     println!("CRM: {crm}");
+    println!("chains: {chains}");
     if worker {
         start_catchup(&ctx, &app.jobs(), &stop)?;
         start_recheck(routing, app.jobs().store(), &stop);

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::adapters::store::Store;
+use crate::service::chains::StepJobs;
 use crate::service::jobs::{EventHandler, Jobs};
 use crate::service::settings::Settings;
 use crate::service::{health, intake, metrics, worker};
@@ -35,6 +36,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     jobs: Arc<Jobs>,
+    steps: Option<Arc<StepJobs>>,
     settings: Arc<Settings>,
 }
 
@@ -83,8 +85,15 @@ impl Application {
             listener,
             router,
             jobs,
+            steps: None,
             settings,
         })
+    }
+
+    /// Runs the chains' steps too: a worker for their queue beside the events'.
+    pub fn with_steps(mut self, steps: Option<Arc<StepJobs>>) -> Application {
+        self.steps = steps;
+        self
     }
 
     /// Adds routes of the caller's (the intake benchmark adds a trivial one).
@@ -127,8 +136,9 @@ impl Application {
     pub async fn run(self, stop: CancellationToken) -> Result<(), AppError> {
         let workers = self.settings.run_workers.then(|| {
             let stop = stop.clone();
-            tokio::spawn(worker::run(
+            tokio::spawn(worker::run_with_steps(
                 self.jobs.clone(),
+                self.steps.clone(),
                 self.settings.concurrency,
                 self.settings.shutdown_grace,
                 async move { stop.cancelled().await },
@@ -162,7 +172,8 @@ async fn sweep_periodically(jobs: Arc<Jobs>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {
-                match jobs.store().sweep(chrono::Utc::now(), &[jobs.queue()]).await {
+                let steps = jobs.store().queue_name(crate::service::chains::RUN_STEP);
+                match jobs.store().sweep(chrono::Utc::now(), &[jobs.queue(), &steps]).await {
                     Ok(n) if n > 0 => tracing::info!(removed = n, "swept records older than the dedup window"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "sweep failed; will try again"),

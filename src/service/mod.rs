@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod catchup;
+pub mod chains;
 pub mod entities;
 pub mod health;
 pub mod intake;

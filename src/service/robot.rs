@@ -1,6 +1,8 @@
 //! The robot's handler of events: for an event about a lead it reads the lead once, scores
-//! it (when there is a model), then routes it (when there is a roster); a presence change
-//! looks at the waiting leads again; every event goes into the journal.
+//! it (when there is a model), routes it (when there is a roster), then looks at its
+//! follow-up chains (when there is `chains.toml`); a client's WhatsApp message goes to the
+//! chains; a presence change looks at the waiting leads again; every event goes into the
+//! journal.
 
 use std::sync::Arc;
 
@@ -12,6 +14,7 @@ use crate::adapters::store::Store;
 use crate::domain::event::{Event, EventKind, Source};
 use crate::domain::presence::heard_from_crm;
 use crate::service::catchup::remember;
+use crate::service::chains::ChainEngine;
 use crate::service::entities::{LoadEntity, Record, record_of};
 use crate::service::jobs::{EventHandler, HandlerError, Journal};
 use crate::service::routing::{RouteLeads, Routed};
@@ -27,6 +30,7 @@ pub struct Robot {
     lead_entity: String,
     scoring: Option<ScoreLeads>,
     routing: Option<Arc<RouteLeads>>,
+    chains: Option<Arc<ChainEngine>>,
     loader: LoadEntity,
     own_user: Option<String>,
 }
@@ -49,6 +53,7 @@ impl Robot {
             lead_entity: lead_entity.to_owned(),
             scoring,
             routing,
+            chains: None,
             loader,
             own_user: None,
         }
@@ -68,6 +73,12 @@ impl Robot {
             EventKind::LeadUpdated { .. } | EventKind::LeadResponsibleChanged { .. }
         ) && self.own_user.is_some()
             && event.modified_by == self.own_user
+    }
+
+    /// The same robot running the follow-up chains of `engine` too.
+    pub fn with_chains(mut self, engine: Arc<ChainEngine>) -> Robot {
+        self.chains = Some(engine);
+        self
     }
 
     async fn on_lead(&self, kind: &EventKind, id: &str, store: &Store) -> Result<(), HandlerError> {
@@ -101,6 +112,9 @@ impl Robot {
                     lead.id
                 )));
             }
+        }
+        if let Some(chains) = &self.chains {
+            chains.on_lead(kind, &lead, store).await?;
         }
         Ok(())
     }
@@ -137,6 +151,14 @@ impl EventHandler for Robot {
                 (_, Some(Record::Lead(id))) if self.is_own_echo(event) => {
                     tracing::debug!(lead = %id, "the echo of the robot's own write: not read again");
                     ::metrics::counter!(ECHOES).increment(1);
+                }
+                (EventKind::ClientReplied { .. }, _) => {
+                    if let Some(chains) = &self.chains {
+                        let stopped = chains.on_reply(event, store).await?;
+                        if !stopped.is_empty() {
+                            tracing::info!(chat = %event.entity_id, stopped = stopped.len(), "the client wrote; their chains stopped");
+                        }
+                    }
                 }
                 (kind, Some(Record::Lead(id))) => self.on_lead(kind, &id, store).await?,
                 (_, Some(_)) => return self.loader.handle(event, store).await,

@@ -1,5 +1,6 @@
-//! The workers that take `HandleEvent` jobs off the queue, under an apalis `Monitor` that
-//! restarts a worker whose backend failed, and stops them gracefully.
+//! The workers that take `HandleEvent` jobs (and, when chains run, `RunStep` jobs) off their
+//! queues, under an apalis `Monitor` that restarts a worker whose backend failed, and stops
+//! them gracefully.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use apalis_redis::RedisStorage;
 use apalis_sqlite::SqliteStorage;
 
 use crate::adapters::store::Store;
+use crate::service::chains::{RunStep, StepJobs};
 use crate::service::jobs::{HandleEvent, Jobs};
 
 /// How often an idle worker looks for new jobs: without it apalis only looks again at the
@@ -17,6 +19,10 @@ const POLL: Duration = Duration::from_millis(100);
 
 async fn handle_event(job: HandleEvent, jobs: Data<Arc<Jobs>>) -> Result<(), BoxDynError> {
     jobs.run(job).await.map_err(|e| Box::new(e) as BoxDynError)
+}
+
+async fn run_step(job: RunStep, steps: Data<Arc<StepJobs>>) -> Result<(), BoxDynError> {
+    steps.run(job).await.map_err(|e| Box::new(e) as BoxDynError)
 }
 
 /// A worker name unique to this process start: apalis-redis refuses a worker whose name was
@@ -38,7 +44,19 @@ pub async fn run(
     grace: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), MonitorError> {
+    run_with_steps(jobs, None, concurrency, grace, shutdown).await
+}
+
+/// The same, with a worker for the chains' steps beside the events' when `steps` is given.
+pub async fn run_with_steps(
+    jobs: Arc<Jobs>,
+    steps: Option<Arc<StepJobs>>,
+    concurrency: usize,
+    grace: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), MonitorError> {
     let name = unique_name("sales-robot");
+    let step_name = unique_name("sales-robot-steps");
     let queue = jobs.queue().to_owned();
     let signal = async move {
         shutdown.await;
@@ -55,30 +73,49 @@ pub async fn run(
             let backend = SqliteStorage::<HandleEvent>::new(s.pool())
                 .with_config(s.queue_config(&queue))
                 .poll_with_interval(POLL);
-            monitor
-                .register(move |_| {
-                    WorkerBuilder::new(name.clone())
+            let mut monitor = monitor.register(move |_| {
+                WorkerBuilder::new(name.clone())
+                    .backend(backend.clone())
+                    .concurrency(concurrency)
+                    .data(jobs.clone())
+                    .build(handle_event)
+            });
+            if let Some(steps) = steps {
+                let backend = SqliteStorage::<RunStep>::new(s.pool())
+                    .with_config(s.queue_config(steps.queue()))
+                    .poll_with_interval(POLL);
+                monitor = monitor.register(move |_| {
+                    WorkerBuilder::new(step_name.clone())
                         .backend(backend.clone())
                         .concurrency(concurrency)
-                        .data(jobs.clone())
-                        .build(handle_event)
-                })
-                .run_with_signal(signal)
-                .await
+                        .data(steps.clone())
+                        .build(run_step)
+                });
+            }
+            monitor.run_with_signal(signal).await
         }
         Store::Redis(r) => {
             let backend = RedisStorage::<HandleEvent>::new(r.connection())
                 .with_config(r.queue_config(&queue));
-            monitor
-                .register(move |_| {
-                    WorkerBuilder::new(name.clone())
+            let mut monitor = monitor.register(move |_| {
+                WorkerBuilder::new(name.clone())
+                    .backend(backend.clone())
+                    .concurrency(concurrency)
+                    .data(jobs.clone())
+                    .build(handle_event)
+            });
+            if let Some(steps) = steps {
+                let backend = RedisStorage::<RunStep>::new(r.connection())
+                    .with_config(r.queue_config(steps.queue()));
+                monitor = monitor.register(move |_| {
+                    WorkerBuilder::new(step_name.clone())
                         .backend(backend.clone())
                         .concurrency(concurrency)
-                        .data(jobs.clone())
-                        .build(handle_event)
-                })
-                .run_with_signal(signal)
-                .await
+                        .data(steps.clone())
+                        .build(run_step)
+                });
+            }
+            monitor.run_with_signal(signal).await
         }
     }
 }

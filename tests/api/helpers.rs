@@ -103,19 +103,44 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, Arc::new(Journal), |_| {}).await
 }
 
+/// A robot whose workers run the chains' steps of `engine` too.
+pub async fn spawn_app_with_steps(
+    backend: Backend,
+    handler: Arc<dyn EventHandler>,
+    engine: Arc<sales_robot::service::chains::ChainEngine>,
+) -> TestApp {
+    spawn(backend, handler, Some(engine), |_| {}).await
+}
+
 /// A robot with another handler or other settings.
 pub async fn spawn_app_with(
     backend: Backend,
     handler: Arc<dyn EventHandler>,
     tweak: impl FnOnce(&mut Settings),
 ) -> TestApp {
+    spawn(backend, handler, None, tweak).await
+}
+
+async fn spawn(
+    backend: Backend,
+    handler: Arc<dyn EventHandler>,
+    engine: Option<Arc<sales_robot::service::chains::ChainEngine>>,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let store = fresh_store(backend, dir.path()).await;
     let mut settings = test_settings();
     tweak(&mut settings);
+    let steps = engine.map(|e| {
+        Arc::new(sales_robot::service::chains::StepJobs::new(
+            store.clone(),
+            e,
+        ))
+    });
     let app = Application::build(settings, store.clone(), handler)
         .await
-        .expect("the app builds");
+        .expect("the app builds")
+        .with_steps(steps);
     let address = format!("http://{}", app.local_addr());
     let jobs = app.jobs();
     let stop = CancellationToken::new();

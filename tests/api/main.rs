@@ -5,6 +5,7 @@ mod helpers;
 mod support;
 
 mod catchup;
+mod chains;
 mod crm_wiring;
 mod health;
 mod intake;

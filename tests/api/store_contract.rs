@@ -579,3 +579,178 @@ async fn concurrent_claims_stay_fair_and_never_give_a_lead_twice(backend: Backen
     assert!(max - min <= 1, "{counts:?}");
 }
 on_both_backends!(concurrent_claims_stay_fair_and_never_give_a_lead_twice);
+
+fn enrolment(key: &str, lead: &str) -> sales_robot::domain::chains::Enrolment {
+    sales_robot::domain::chains::Enrolment {
+        key: key.into(),
+        chain: "ОП-2".into(),
+        lead_id: lead.into(),
+        enrolled_at: Utc.with_ymd_and_hms(2026, 3, 3, 11, 0, 0).unwrap(),
+        stage: Some("4. Квалификация пройдена".into()),
+        meeting_at: None,
+        lost: false,
+        next: 0,
+        last_step_at: None,
+    }
+}
+
+async fn an_enrolment_is_made_once_moves_forward_only_and_stops_once(backend: Backend) {
+    use sales_robot::adapters::store::Stopped;
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(backend, dir.path()).await;
+    let at = Utc.with_ymd_and_hms(2026, 3, 3, 11, 30, 0).unwrap();
+    let e = enrolment("ОП-2:7:stage=4", "7");
+    assert!(store.add_enrolment(&e).await.unwrap());
+    // Enrolling again (a redelivered event) changes nothing, progress included.
+    let mut ahead = e.clone();
+    ahead.step_done(0, at);
+    assert!(store.save_progress(&ahead, Some(at)).await.unwrap());
+    assert!(!store.add_enrolment(&e).await.unwrap());
+    let got = store.enrolment(&e.key).await.unwrap().unwrap();
+    assert_eq!(got.enrolment.next, 1);
+    assert_eq!(got.due_at, Some(at));
+    assert!(got.is_running());
+    // A late duplicate cannot take progress back.
+    assert!(!store.save_progress(&e, None).await.unwrap());
+    assert_eq!(
+        store
+            .enrolment(&e.key)
+            .await
+            .unwrap()
+            .unwrap()
+            .enrolment
+            .next,
+        1
+    );
+    // Nor can a save of something never enrolled create it.
+    assert!(
+        !store
+            .save_progress(&enrolment("other", "9"), None)
+            .await
+            .unwrap()
+    );
+    assert!(store.enrolment("other").await.unwrap().is_none());
+
+    assert!(store.add_enrolment(&enrolment("b:7", "7")).await.unwrap());
+    assert!(store.add_enrolment(&enrolment("c:8", "8")).await.unwrap());
+    let keys = |list: Vec<sales_robot::adapters::store::EnrolmentRecord>| -> Vec<String> {
+        list.into_iter().map(|r| r.enrolment.key).collect()
+    };
+    assert_eq!(
+        keys(store.enrolments_of("7").await.unwrap()),
+        ["b:7", "ОП-2:7:stage=4"]
+    );
+    assert_eq!(
+        keys(store.enrolments().await.unwrap()),
+        ["b:7", "c:8", "ОП-2:7:stage=4"]
+    );
+    assert!(store.enrolments_of("nobody").await.unwrap().is_empty());
+
+    let first = Stopped {
+        at,
+        reason: "the client wrote".into(),
+    };
+    let second = Stopped {
+        at,
+        reason: "the stage changed".into(),
+    };
+    assert!(store.stop_enrolment(&e.key, &first).await.unwrap());
+    assert!(!store.stop_enrolment(&e.key, &second).await.unwrap());
+    assert!(!store.stop_enrolment("nothing", &first).await.unwrap());
+    // Saving progress after the stop keeps the stop.
+    let mut further = ahead.clone();
+    further.step_done(1, at);
+    assert!(store.save_progress(&further, None).await.unwrap());
+    let got = store.enrolment(&e.key).await.unwrap().unwrap();
+    assert_eq!(got.stopped, Some(first));
+    assert_eq!(got.enrolment.next, 2);
+    assert!(!got.is_running());
+}
+on_both_backends!(an_enrolment_is_made_once_moves_forward_only_and_stops_once);
+
+async fn a_step_is_claimed_once_and_settled_once(backend: Backend) {
+    use sales_robot::adapters::store::{StepRecord, StepState};
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(backend, dir.path()).await;
+    let at = Utc.with_ymd_and_hms(2026, 3, 3, 11, 30, 0).unwrap();
+    let record = |state, detail: &str| StepRecord {
+        state,
+        claimed_at: at,
+        at,
+        via: "email".into(),
+        detail: detail.into(),
+    };
+    let claim = record(StepState::Claimed, "");
+    assert_eq!(store.claim_step("k#0", &claim).await.unwrap(), None);
+    assert_eq!(
+        store
+            .claim_step("k#0", &record(StepState::Claimed, "second"))
+            .await
+            .unwrap(),
+        Some(claim.clone()),
+        "the second claimer sees the first claim"
+    );
+    let sent = record(StepState::Done, "sent");
+    let unsure = record(StepState::Uncertain, "");
+    assert!(
+        store
+            .settle_step("k#0", StepState::Claimed, &sent)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .settle_step("k#0", StepState::Claimed, &unsure)
+            .await
+            .unwrap(),
+        "settled once"
+    );
+    assert!(
+        !store
+            .settle_step("none", StepState::Claimed, &sent)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.step_record("k#0").await.unwrap(), Some(sent));
+    assert_eq!(store.step_record("none").await.unwrap(), None);
+    // Many claimers at once: exactly one wins.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = store.clone();
+        let r = record(StepState::Claimed, &format!("w{i}"));
+        tasks.push(tokio::spawn(async move {
+            store.claim_step("race", &r).await.unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        winners += usize::from(t.await.unwrap().is_none());
+    }
+    assert_eq!(winners, 1);
+}
+on_both_backends!(a_step_is_claimed_once_and_settled_once);
+
+async fn sets_and_counters(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(backend, dir.path()).await;
+    assert!(store.add_member("phone:79161234567", "7").await.unwrap());
+    assert!(!store.add_member("phone:79161234567", "7").await.unwrap());
+    assert!(store.add_member("phone:79161234567", "12").await.unwrap());
+    assert_eq!(
+        store.members("phone:79161234567").await.unwrap(),
+        ["12", "7"]
+    );
+    assert!(store.members("phone:none").await.unwrap().is_empty());
+
+    let ttl = Duration::from_millis(400);
+    assert_eq!(store.counter("c").await.unwrap(), 0);
+    assert_eq!(store.bump("c", 1, ttl).await.unwrap(), 1);
+    assert_eq!(store.bump("c", 2, ttl).await.unwrap(), 3);
+    assert_eq!(store.bump("c", -1, ttl).await.unwrap(), 2);
+    assert_eq!(store.counter("c").await.unwrap(), 2);
+    // Its lifetime counts from its first bump, and then it starts again.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(store.counter("c").await.unwrap(), 0);
+    assert_eq!(store.bump("c", 1, ttl).await.unwrap(), 1);
+}
+on_both_backends!(sets_and_counters);

@@ -328,6 +328,44 @@ impl AmoEmulator {
         self.lock().seed_company(name)
     }
 
+    /// Adds a stage to the sales pipeline, before the won and lost ones (an account's own
+    /// stages, such as «4. Квалификация пройдена»).
+    pub fn add_status(&self, id: i64, name: &str) {
+        let mut acc = self.lock();
+        let pipeline = acc
+            .pipelines
+            .iter_mut()
+            .find(|p| p.id == PIPELINE_SALES)
+            .expect("the sales pipeline");
+        let sort = pipeline
+            .statuses
+            .iter()
+            .filter(|s| s.id != STATUS_WON && s.id != STATUS_LOST)
+            .map(|s| s.sort)
+            .max()
+            .unwrap_or(0)
+            + 10;
+        pipeline.statuses.push(Status {
+            id,
+            name: name.to_owned(),
+            sort,
+            color: "#99ccff",
+            kind: 0,
+        });
+        pipeline.statuses.sort_by_key(|s| s.sort);
+    }
+
+    /// Renames a stage of the sales pipeline, as an administrator does (the lost stage as
+    /// «Отказ. Сделка закрыта»).
+    pub fn rename_status(&self, id: i64, name: &str) {
+        let mut acc = self.lock();
+        for p in &mut acc.pipelines {
+            for s in p.statuses.iter_mut().filter(|s| s.id == id) {
+                s.name = name.to_owned();
+            }
+        }
+    }
+
     /// The lead as `GET /api/v4/leads/{id}?with=contacts,loss_reason` would show it, deleted or not.
     pub fn lead(&self, id: i64) -> Option<Value> {
         let acc = self.lock();

@@ -306,6 +306,15 @@ impl WazzupEmulator {
         self.lock().invalid_numbers.insert(chat_id.to_owned());
     }
 
+    /// Adds an approved WhatsApp Business template with its title and text (`{{1}}`…).
+    pub fn add_template(&self, guid: &str, title: &str, text: &str) {
+        self.lock().templates.push(Template {
+            guid: guid.to_owned(),
+            title: title.to_owned(),
+            text: text.to_owned(),
+        });
+    }
+
     /// A channel's state (`disabled`, `phoneUnavailable`, `notEnoughMoney`, `active`).
     pub fn set_channel_state(&self, channel_id: &str, state: &str) {
         let mut acc = self.lock();

@@ -4,6 +4,7 @@
 //! contract test suite runs against each.
 
 mod batch;
+mod chains;
 mod redis;
 mod sqlite;
 
@@ -14,12 +15,14 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::chains::Enrolment;
 use crate::domain::event::Event;
 use crate::domain::ledger::{LedgerRow, Outcome, Scored};
 use crate::domain::presence::Presence;
 use crate::domain::priority::Priority;
 use crate::domain::rate::Rate;
 
+pub use self::chains::{EnrolmentRecord, StepRecord, StepState, Stopped};
 pub use self::redis::RedisStore;
 pub use self::sqlite::SqliteStore;
 
@@ -406,5 +409,100 @@ impl Store {
     /// The score ledger is never swept: forecasts are compared over months and years.
     pub async fn sweep(&self, now: DateTime<Utc>, queues: &[&str]) -> Result<u64, StoreError> {
         each!(self, s => s.sweep(now, queues).await)
+    }
+
+    // Follow-up chains.
+
+    /// Adds an enrolment unless one with its key is there: enrolling twice (a redelivered
+    /// event) is the same enrolment. Returns whether it was added.
+    pub async fn add_enrolment(&self, enrolment: &Enrolment) -> Result<bool, StoreError> {
+        each!(self, s => s.add_enrolment(enrolment).await)
+    }
+
+    /// The enrolment of this key.
+    pub async fn enrolment(&self, key: &str) -> Result<Option<EnrolmentRecord>, StoreError> {
+        each!(self, s => s.enrolment(key).await)
+    }
+
+    /// The enrolments of a lead, running or not, in the order of their keys.
+    pub async fn enrolments_of(&self, lead_id: &str) -> Result<Vec<EnrolmentRecord>, StoreError> {
+        let mut list = each!(self, s => s.enrolments_of(lead_id).await)?;
+        list.sort_by(|a, b| a.enrolment.key.cmp(&b.enrolment.key));
+        Ok(list)
+    }
+
+    /// Every enrolment, in the order of their keys.
+    pub async fn enrolments(&self) -> Result<Vec<EnrolmentRecord>, StoreError> {
+        let mut list = each!(self, s => s.enrolments().await)?;
+        list.sort_by(|a, b| a.enrolment.key.cmp(&b.enrolment.key));
+        Ok(list)
+    }
+
+    /// Saves an enrolment's progress and when its next step is due. Progress never goes
+    /// back: a save whose next step is behind the stored one changes nothing (a late
+    /// duplicate of a job). The stop is kept apart and is never undone by a save. Returns
+    /// whether it was saved; false also when there is no such enrolment.
+    pub async fn save_progress(
+        &self,
+        enrolment: &Enrolment,
+        due_at: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        each!(self, s => s.save_progress(enrolment, due_at).await)
+    }
+
+    /// Stops an enrolment, unless it is stopped already (the first reason stays). Returns
+    /// whether this call stopped it.
+    pub async fn stop_enrolment(&self, key: &str, stopped: &Stopped) -> Result<bool, StoreError> {
+        each!(self, s => s.stop_enrolment(key, stopped).await)
+    }
+
+    /// Claims a step, atomically: `None` when this call claimed it (with `record`), else the
+    /// record someone made before. A step nobody recorded, or one given back
+    /// ([`StepState::Released`]), can be claimed.
+    pub async fn claim_step(
+        &self,
+        key: &str,
+        record: &StepRecord,
+    ) -> Result<Option<StepRecord>, StoreError> {
+        each!(self, s => s.claim_step(key, record).await)
+    }
+
+    /// Replaces a step's record, only when the step stands at `from` (a compare-and-set:
+    /// of two workers that found one claimed step, one settles it). Returns whether it did.
+    pub async fn settle_step(
+        &self,
+        key: &str,
+        from: StepState,
+        record: &StepRecord,
+    ) -> Result<bool, StoreError> {
+        each!(self, s => s.settle_step(key, from, record).await)
+    }
+
+    /// The record of a step.
+    pub async fn step_record(&self, key: &str) -> Result<Option<StepRecord>, StoreError> {
+        each!(self, s => s.step_record(key).await)
+    }
+
+    /// Adds `member` to the set `name`; returns whether it was new.
+    pub async fn add_member(&self, name: &str, member: &str) -> Result<bool, StoreError> {
+        each!(self, s => s.add_member(name, member).await)
+    }
+
+    /// The members of the set `name`, sorted.
+    pub async fn members(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        let mut list = each!(self, s => s.members(name).await)?;
+        list.sort();
+        Ok(list)
+    }
+
+    /// Adds `by` to the counter `name` and returns its new value, atomically. A counter
+    /// that did not exist (or expired) starts from 0 and lives `ttl` from then.
+    pub async fn bump(&self, name: &str, by: i64, ttl: Duration) -> Result<i64, StoreError> {
+        each!(self, s => s.bump(name, by, ttl).await)
+    }
+
+    /// The counter `name`; 0 when absent or expired.
+    pub async fn counter(&self, name: &str) -> Result<i64, StoreError> {
+        each!(self, s => s.counter(name).await)
     }
 }

@@ -13,8 +13,10 @@ use redis::{AsyncCommands, Script};
 
 use super::batch::{Batcher, Job, by_queue};
 use super::{
-    Claim, DeadLetter, Enqueued, JournalEntry, LOADS_KEPT_SECS, Pending, StoreError, StoreSettings,
+    Claim, DeadLetter, Enqueued, EnrolmentRecord, JournalEntry, LOADS_KEPT_SECS, Pending,
+    StepRecord, StepState, Stopped, StoreError, StoreSettings,
 };
+use crate::domain::chains::Enrolment;
 use crate::domain::event::Event;
 use crate::domain::ledger::{LedgerRow, Outcome, Scored};
 use crate::domain::presence::Presence;
@@ -620,6 +622,268 @@ impl RedisStore {
             }
         }
         Ok(n)
+    }
+}
+
+/// Adds an enrolment (KEYS: progress, next, the lead's set; ARGV: key, progress, next).
+const ADD_ENROLMENT: &str = r"
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1";
+
+/// Saves progress unless the stored next step is ahead (KEYS: progress, next; ARGV: key,
+/// progress, next).
+const SAVE_PROGRESS: &str = r"
+local current = redis.call('HGET', KEYS[2], ARGV[1])
+if not current or tonumber(current) > tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1";
+
+/// Stops an enrolment once (KEYS: progress, stops; ARGV: key, stop).
+const STOP_ENROLMENT: &str = r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+return redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])";
+
+/// Claims a step that is absent or released (KEYS: states, records; ARGV: key, state,
+/// record): nil when claimed, else the record there.
+const CLAIM_STEP: &str = r"
+local state = redis.call('HGET', KEYS[1], ARGV[1])
+if not state or state == 'released' then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+  return false
+end
+return redis.call('HGET', KEYS[2], ARGV[1])";
+
+/// Settles a step standing at a state (KEYS: states, records; ARGV: key, from, to, record).
+const SETTLE_STEP: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+return 1";
+
+/// Adds to a counter, giving a new one its lifetime (KEYS: the counter; ARGV: by, ttl ms).
+const BUMP: &str = r"
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return n";
+
+/// An enrolment's progress as the hash keeps it; the stop lives in a hash of its own.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Progress {
+    enrolment: Enrolment,
+    due_at: Option<DateTime<Utc>>,
+}
+
+impl RedisStore {
+    fn chain_keys(&self) -> (String, String, String) {
+        (
+            self.key("chains:enrolments"),
+            self.key("chains:next"),
+            self.key("chains:stopped"),
+        )
+    }
+
+    fn by_lead(&self, lead_id: &str) -> String {
+        self.key(&format!("chains:by_lead:{lead_id}"))
+    }
+
+    pub(super) async fn add_enrolment(&self, e: &Enrolment) -> Result<bool, StoreError> {
+        let (progress, next, _) = self.chain_keys();
+        let mut conn = self.conn.clone();
+        let added: i32 = Script::new(ADD_ENROLMENT)
+            .key(progress)
+            .key(next)
+            .key(self.by_lead(&e.lead_id))
+            .arg(&e.key)
+            .arg(serde_json::to_string(&Progress {
+                enrolment: e.clone(),
+                due_at: None,
+            })?)
+            .arg(e.next)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(added == 1)
+    }
+
+    async fn enrolments_by_keys(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<EnrolmentRecord>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (progress, _, stops) = self.chain_keys();
+        let mut conn = self.conn.clone();
+        let (found, stopped): (Vec<Option<String>>, Vec<Option<String>>) = redis::pipe()
+            .cmd("HMGET")
+            .arg(&progress)
+            .arg(keys)
+            .cmd("HMGET")
+            .arg(&stops)
+            .arg(keys)
+            .query_async(&mut conn)
+            .await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (p, s) in found.into_iter().zip(stopped) {
+            let Some(p) = p else { continue };
+            let p: Progress = serde_json::from_str(&p)?;
+            out.push(EnrolmentRecord {
+                enrolment: p.enrolment,
+                due_at: p.due_at,
+                stopped: match s {
+                    Some(s) => Some(serde_json::from_str(&s)?),
+                    None => None,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn enrolment(&self, key: &str) -> Result<Option<EnrolmentRecord>, StoreError> {
+        Ok(self.enrolments_by_keys(&[key.to_owned()]).await?.pop())
+    }
+
+    pub(super) async fn enrolments_of(
+        &self,
+        lead_id: &str,
+    ) -> Result<Vec<EnrolmentRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let keys: Vec<String> = conn.smembers(self.by_lead(lead_id)).await?;
+        self.enrolments_by_keys(&keys).await
+    }
+
+    pub(super) async fn enrolments(&self) -> Result<Vec<EnrolmentRecord>, StoreError> {
+        let (progress, _, _) = self.chain_keys();
+        let mut conn = self.conn.clone();
+        let keys: Vec<String> = conn.hkeys(progress).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        // In slices, so that Redis is never blocked for long by one large answer.
+        for chunk in keys.chunks(1000) {
+            out.extend(self.enrolments_by_keys(chunk).await?);
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn save_progress(
+        &self,
+        e: &Enrolment,
+        due_at: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        let (progress, next, _) = self.chain_keys();
+        let mut conn = self.conn.clone();
+        let saved: i32 = Script::new(SAVE_PROGRESS)
+            .key(progress)
+            .key(next)
+            .arg(&e.key)
+            .arg(serde_json::to_string(&Progress {
+                enrolment: e.clone(),
+                due_at,
+            })?)
+            .arg(e.next)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(saved == 1)
+    }
+
+    pub(super) async fn stop_enrolment(
+        &self,
+        key: &str,
+        stopped: &Stopped,
+    ) -> Result<bool, StoreError> {
+        let (progress, _, stops) = self.chain_keys();
+        let mut conn = self.conn.clone();
+        let done: i32 = Script::new(STOP_ENROLMENT)
+            .key(progress)
+            .key(stops)
+            .arg(key)
+            .arg(serde_json::to_string(stopped)?)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(done == 1)
+    }
+
+    fn step_keys(&self) -> (String, String) {
+        (self.key("chains:step_state"), self.key("chains:steps"))
+    }
+
+    pub(super) async fn claim_step(
+        &self,
+        key: &str,
+        record: &StepRecord,
+    ) -> Result<Option<StepRecord>, StoreError> {
+        let (states, records) = self.step_keys();
+        let mut conn = self.conn.clone();
+        let before: Option<String> = Script::new(CLAIM_STEP)
+            .key(states)
+            .key(records)
+            .arg(key)
+            .arg(record.state.as_str())
+            .arg(serde_json::to_string(record)?)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match before {
+            Some(r) => Some(serde_json::from_str(&r)?),
+            None => None,
+        })
+    }
+
+    pub(super) async fn settle_step(
+        &self,
+        key: &str,
+        from: StepState,
+        record: &StepRecord,
+    ) -> Result<bool, StoreError> {
+        let (states, records) = self.step_keys();
+        let mut conn = self.conn.clone();
+        let done: i32 = Script::new(SETTLE_STEP)
+            .key(states)
+            .key(records)
+            .arg(key)
+            .arg(from.as_str())
+            .arg(record.state.as_str())
+            .arg(serde_json::to_string(record)?)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(done == 1)
+    }
+
+    pub(super) async fn step_record(&self, key: &str) -> Result<Option<StepRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let r: Option<String> = conn.hget(self.step_keys().1, key).await?;
+        Ok(match r {
+            Some(r) => Some(serde_json::from_str(&r)?),
+            None => None,
+        })
+    }
+
+    pub(super) async fn add_member(&self, name: &str, member: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let added: i32 = conn.sadd(self.key(&format!("set:{name}")), member).await?;
+        Ok(added == 1)
+    }
+
+    pub(super) async fn members(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.smembers(self.key(&format!("set:{name}"))).await?)
+    }
+
+    pub(super) async fn bump(&self, name: &str, by: i64, ttl: Duration) -> Result<i64, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(Script::new(BUMP)
+            .key(self.key(&format!("counter:{name}")))
+            .arg(by)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut conn)
+            .await?)
+    }
+
+    pub(super) async fn counter(&self, name: &str) -> Result<i64, StoreError> {
+        let mut conn = self.conn.clone();
+        let n: Option<i64> = conn.get(self.key(&format!("counter:{name}"))).await?;
+        Ok(n.unwrap_or(0))
     }
 }
 

@@ -14,7 +14,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::batch::{Batcher, Job, by_queue};
-use super::{Claim, DeadLetter, Enqueued, JournalEntry, Pending, StoreError, StoreSettings};
+use super::{
+    Claim, DeadLetter, Enqueued, EnrolmentRecord, JournalEntry, Pending, StepRecord, StepState,
+    Stopped, StoreError, StoreSettings,
+};
+use crate::domain::chains::Enrolment;
 use crate::domain::event::Event;
 use crate::domain::ledger::{LedgerRow, Outcome, Scored};
 use crate::domain::presence::Presence;
@@ -75,6 +79,28 @@ const SCHEMA: &[&str] = &[
         lead_id TEXT PRIMARY KEY,
         priority INTEGER NOT NULL,
         since_us INTEGER NOT NULL)",
+    // Chains: the enrolments (the progress apart from the stop, so that saving progress
+    // can never undo a stop), the step records, sets and counters.
+    "CREATE TABLE IF NOT EXISTS robot_chain_enrolments (
+        key TEXT PRIMARY KEY,
+        lead_id TEXT NOT NULL,
+        next INTEGER NOT NULL,
+        enrolment TEXT NOT NULL,
+        due_at_us INTEGER,
+        stopped TEXT)",
+    "CREATE INDEX IF NOT EXISTS robot_chain_enrolments_lead ON robot_chain_enrolments(lead_id)",
+    "CREATE TABLE IF NOT EXISTS robot_chain_steps (
+        key TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        record TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS robot_sets (
+        name TEXT NOT NULL,
+        member TEXT NOT NULL,
+        PRIMARY KEY (name, member))",
+    "CREATE TABLE IF NOT EXISTS robot_counters (
+        name TEXT PRIMARY KEY,
+        count INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL)",
 ];
 
 fn day_key(day: NaiveDate) -> String {
@@ -589,6 +615,205 @@ impl SqliteStore {
             .await?;
         Ok(jobs + journal.rows_affected())
     }
+}
+
+impl SqliteStore {
+    pub(super) async fn add_enrolment(&self, e: &Enrolment) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO robot_chain_enrolments (key, lead_id, next, enrolment) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(key) DO NOTHING",
+        )
+        .bind(&e.key)
+        .bind(&e.lead_id)
+        .bind(e.next as i64)
+        .bind(serde_json::to_string(e)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    pub(super) async fn enrolment(&self, key: &str) -> Result<Option<EnrolmentRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT enrolment, due_at_us, stopped FROM robot_chain_enrolments WHERE key = ?1",
+        )
+        .bind(key)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(enrolment_records(&rows)?.pop())
+    }
+
+    pub(super) async fn enrolments_of(
+        &self,
+        lead_id: &str,
+    ) -> Result<Vec<EnrolmentRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT enrolment, due_at_us, stopped FROM robot_chain_enrolments WHERE lead_id = ?1",
+        )
+        .bind(lead_id)
+        .fetch_all(&self.pool)
+        .await?;
+        enrolment_records(&rows)
+    }
+
+    pub(super) async fn enrolments(&self) -> Result<Vec<EnrolmentRecord>, StoreError> {
+        let rows = sqlx::query("SELECT enrolment, due_at_us, stopped FROM robot_chain_enrolments")
+            .fetch_all(&self.pool)
+            .await?;
+        enrolment_records(&rows)
+    }
+
+    pub(super) async fn save_progress(
+        &self,
+        e: &Enrolment,
+        due_at: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "UPDATE robot_chain_enrolments SET next = ?2, enrolment = ?3, due_at_us = ?4
+             WHERE key = ?1 AND next <= ?2",
+        )
+        .bind(&e.key)
+        .bind(e.next as i64)
+        .bind(serde_json::to_string(e)?)
+        .bind(due_at.map(|d| d.timestamp_micros()))
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    pub(super) async fn stop_enrolment(
+        &self,
+        key: &str,
+        stopped: &Stopped,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "UPDATE robot_chain_enrolments SET stopped = ?2 WHERE key = ?1 AND stopped IS NULL",
+        )
+        .bind(key)
+        .bind(serde_json::to_string(stopped)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    pub(super) async fn claim_step(
+        &self,
+        key: &str,
+        record: &StepRecord,
+    ) -> Result<Option<StepRecord>, StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO robot_chain_steps (key, state, record) VALUES (?1, ?2, ?3)
+             ON CONFLICT(key) DO UPDATE SET state = excluded.state, record = excluded.record
+             WHERE robot_chain_steps.state = 'released'",
+        )
+        .bind(key)
+        .bind(record.state.as_str())
+        .bind(serde_json::to_string(record)?)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 1 {
+            return Ok(None);
+        }
+        self.step_record(key).await
+    }
+
+    pub(super) async fn settle_step(
+        &self,
+        key: &str,
+        from: StepState,
+        record: &StepRecord,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "UPDATE robot_chain_steps SET state = ?3, record = ?4 WHERE key = ?1 AND state = ?2",
+        )
+        .bind(key)
+        .bind(from.as_str())
+        .bind(record.state.as_str())
+        .bind(serde_json::to_string(record)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    pub(super) async fn step_record(&self, key: &str) -> Result<Option<StepRecord>, StoreError> {
+        let record: Option<String> =
+            sqlx::query_scalar("SELECT record FROM robot_chain_steps WHERE key = ?1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match record {
+            Some(r) => Some(serde_json::from_str(&r)?),
+            None => None,
+        })
+    }
+
+    pub(super) async fn add_member(&self, name: &str, member: &str) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO robot_sets (name, member) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(member)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    pub(super) async fn members(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT member FROM robot_sets WHERE name = ?1")
+                .bind(name)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    pub(super) async fn bump(&self, name: &str, by: i64, ttl: Duration) -> Result<i64, StoreError> {
+        let now = super::now_ms() as i64;
+        // One statement: an expired counter starts again from zero with a new lifetime.
+        let count: i64 = sqlx::query_scalar(
+            "INSERT INTO robot_counters (name, count, expires_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET
+               count = CASE WHEN robot_counters.expires_at_ms <= ?4 THEN excluded.count
+                            ELSE robot_counters.count + excluded.count END,
+               expires_at_ms = CASE WHEN robot_counters.expires_at_ms <= ?4
+                            THEN excluded.expires_at_ms ELSE robot_counters.expires_at_ms END
+             RETURNING count",
+        )
+        .bind(name)
+        .bind(by)
+        .bind(now + ttl.as_millis() as i64)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count)
+    }
+
+    pub(super) async fn counter(&self, name: &str) -> Result<i64, StoreError> {
+        let count: Option<i64> = sqlx::query_scalar(
+            "SELECT count FROM robot_counters WHERE name = ?1 AND expires_at_ms > ?2",
+        )
+        .bind(name)
+        .bind(super::now_ms() as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(count.unwrap_or(0))
+    }
+}
+
+fn enrolment_records(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<EnrolmentRecord>, StoreError> {
+    rows.iter()
+        .map(|r| {
+            Ok(EnrolmentRecord {
+                enrolment: serde_json::from_str(r.get::<&str, _>(0))?,
+                due_at: r
+                    .get::<Option<i64>, _>(1)
+                    .and_then(DateTime::from_timestamp_micros),
+                stopped: match r.get::<Option<&str>, _>(2) {
+                    Some(s) => Some(serde_json::from_str(s)?),
+                    None => None,
+                },
+            })
+        })
+        .collect()
 }
 
 fn dead_letter(r: &sqlx::sqlite::SqliteRow) -> DeadLetter {

@@ -24,7 +24,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::send::{Content, Outgoing, SendError, Sent, WhatsApp, whatsapp_chat_id};
+use super::send::{
+    Approved, Content, Outgoing, SendError, Sent, WhatsApp, variables_of, whatsapp_chat_id,
+};
 use crate::adapters::crm::http::{Limiter, Retries, retry_after};
 use crate::adapters::store::Store;
 use crate::domain::rate::Rate;
@@ -298,6 +300,56 @@ impl WhatsApp for WazzupClient {
             }
         }
         Err(SendError::Unavailable(last))
+    }
+
+    async fn approved(&self, name: &str) -> Result<Option<Approved>, SendError> {
+        let url = format!("{}/v3/templates/whatsapp", self.base);
+        self.limiter.turn().await?;
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(self.key.expose_secret())
+            .send()
+            .await
+            .map_err(|e| SendError::Unavailable(format!("GET /v3/templates/whatsapp: {e}")))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        match status.as_u16() {
+            200..=299 => {}
+            401 | 403 => return Err(SendError::Unauthorized(format!("{status}"))),
+            _ => {
+                return Err(SendError::Unavailable(format!(
+                    "GET /v3/templates/whatsapp: {status} {}",
+                    short(&text)
+                )));
+            }
+        }
+        let list: Vec<Value> = serde_json::from_str(&text)
+            .map_err(|e| SendError::Unexpected(format!("the templates: {e}: {}", short(&text))))?;
+        let wanted = name.trim().to_lowercase();
+        let named = |t: &Value, key: &str| {
+            t.get(key)
+                .and_then(Value::as_str)
+                .is_some_and(|v| v.trim().to_lowercase() == wanted)
+        };
+        Ok(list
+            .iter()
+            .find(|t| named(t, "title") || named(t, "name"))
+            .and_then(|t| {
+                let id = t.get("templateGuid")?.as_str()?.to_owned();
+                let body = t
+                    .get("components")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.get("text").and_then(Value::as_str))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                Some(Approved {
+                    id,
+                    variables: variables_of(&body),
+                })
+            }))
     }
 }
 

@@ -117,12 +117,43 @@ impl SendError {
     }
 }
 
+/// An approved WhatsApp Business template, as Wazzup lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approved {
+    /// Its id in Wazzup (`templateGuid`), what [`Content::Template`] takes.
+    pub id: String,
+    /// How many variables (`{{1}}`, `{{2}}`…) its text has.
+    pub variables: usize,
+}
+
 /// Sends WhatsApp messages.
 #[async_trait]
 pub trait WhatsApp: Send + Sync {
     /// Sends one message, retrying what can be retried (429, 5xx, the network) within
     /// Wazzup's guard against repeats, so that a retry never sends twice.
     async fn send(&self, message: &Outgoing) -> Result<Sent, SendError>;
+
+    /// The approved template called `name` (its title or its name in Wazzup, ignoring
+    /// case), `None` when the account has none so called. The default knows none.
+    async fn approved(&self, name: &str) -> Result<Option<Approved>, SendError> {
+        let _ = name;
+        Ok(None)
+    }
+}
+
+/// How many variables a template's text has: the highest `{{n}}` in it.
+pub fn variables_of(text: &str) -> usize {
+    let mut most = 0;
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        rest = &rest[start + 2..];
+        let Some(end) = rest.find("}}") else { break };
+        if let Ok(n) = rest[..end].trim().parse::<usize>() {
+            most = most.max(n);
+        }
+        rest = &rest[end + 2..];
+    }
+    most
 }
 
 /// The chat id Wazzup wants for a WhatsApp number: digits only, with the country code. A
@@ -176,6 +207,13 @@ mod tests {
         ] {
             assert_eq!(whatsapp_chat_id(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_templates_variables_are_counted_by_the_highest_number() {
+        assert_eq!(variables_of("Здравствуйте, {{1}}! Заказ {{2}}, {{1}}."), 2);
+        assert_eq!(variables_of("Без переменных"), 0);
+        assert_eq!(variables_of("{{ 3 }} и {{x}} и {{"), 3);
     }
 
     #[test]

@@ -1,0 +1,231 @@
+//! What events do to chains. An event about a lead compares the lead's facts with those
+//! last seen: a trigger that fires enrols the lead and plans its first step; a stop
+//! condition that holds (the stage changed, a win, the manager's tag, an incoming call)
+//! stops its running enrolments. A client's WhatsApp message is remembered for the 24
+//! hours and stops every running enrolment of the leads of that phone; a new request from
+//! the same phone does the same.
+
+use chrono::{DateTime, Utc};
+
+use super::lead::{Names, Seen, seen, set_stage};
+use super::{ChainEngine, crm_error, state};
+use crate::adapters::store::{Stopped, Store};
+use crate::domain::chains::{Enrolment, Stop};
+use crate::domain::condition::Facts;
+use crate::domain::event::{Event, EventKind};
+use crate::domain::lead::Lead;
+use crate::service::jobs::HandlerError;
+
+/// What an event did to a lead's chains.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Enrolled {
+    /// The keys of the enrolments made now.
+    pub enrolled: Vec<String>,
+    /// The keys of the enrolments stopped now, with why.
+    pub stopped: Vec<(String, String)>,
+}
+
+impl ChainEngine {
+    /// Whatever an event about `lead` means for its chains (see the module's comment).
+    pub async fn on_lead(
+        &self,
+        kind: &EventKind,
+        lead: &Lead,
+        store: &Store,
+    ) -> Result<Enrolled, HandlerError> {
+        let now = self.now();
+        let names = self
+            .names
+            .get(self.crm.as_ref(), Some(&lead.status_id))
+            .await
+            .map_err(crm_error)?;
+        let seen = seen(lead, &names, &self.chains.calendar);
+        let mut out = Enrolled::default();
+        let new = matches!(
+            kind,
+            EventKind::LeadCreated { .. } | EventKind::UnsortedCreated { .. }
+        );
+        for phone in &seen.phones {
+            if new {
+                // A new request from the same phone is the client answering.
+                for other in state::leads_of_phone(store, phone).await? {
+                    if other != lead.id {
+                        let why = format!("the client sent a new request (lead {})", lead.id);
+                        out.stopped
+                            .extend(self.stop_on_reply(&other, &why, store, now).await?);
+                    }
+                }
+            }
+            state::index_phone(store, phone, &lead.id).await?;
+        }
+        for record in store.enrolments_of(&lead.id).await? {
+            if !record.is_running() {
+                continue;
+            }
+            let e = &record.enrolment;
+            if let Some(reason) = self.chains.should_stop(e, Some(kind), &seen.facts)
+                && self.stop(store, &e.key, &reason.to_string(), now).await?
+            {
+                out.stopped.push((e.key.clone(), reason.to_string()));
+            }
+        }
+        let before = match state::facts(store, &lead.id).await? {
+            Some(facts) => facts,
+            None if new => Facts::new(),
+            None => before_from_event(kind, &seen.facts, &names),
+        };
+        for e in self.chains.enrol(&lead.id, &before, &seen.facts, now) {
+            let added = store.add_enrolment(&e).await?;
+            let record = store.enrolment(&e.key).await?;
+            // Planned unless it was planned before; a crash between adding and planning
+            // is healed by the event's retry.
+            if let Some(r) = record
+                && r.is_running()
+                && r.due_at.is_none()
+                && r.enrolment.next == 0
+            {
+                self.plan_first(store, &r.enrolment, &seen, now).await?;
+            }
+            if added {
+                tracing::info!(lead = %lead.id, chain = %e.chain, key = %e.key, "lead enrolled in a chain");
+                out.enrolled.push(e.key.clone());
+            }
+        }
+        state::save_facts(store, &lead.id, &seen.facts).await?;
+        Ok(out)
+    }
+
+    async fn plan_first(
+        &self,
+        store: &Store,
+        e: &Enrolment,
+        seen: &Seen,
+        now: DateTime<Utc>,
+    ) -> Result<(), HandlerError> {
+        let Some(due) = self.chains.next_step(e, now, seen.zone) else {
+            return Ok(());
+        };
+        store.save_progress(e, Some(due.at)).await?;
+        self.schedule(store, &e.key, due.index, due.at, now, false)
+            .await?;
+        Ok(())
+    }
+
+    /// A client's message through Wazzup: remembered for WhatsApp's 24 hours, and every
+    /// running enrolment of the leads of that phone that stops on a reply stops.
+    pub async fn on_reply(
+        &self,
+        event: &Event,
+        store: &Store,
+    ) -> Result<Vec<(String, String)>, HandlerError> {
+        let EventKind::ClientReplied {
+            chat_type, phone, ..
+        } = &event.kind
+        else {
+            return Ok(Vec::new());
+        };
+        let Some(phone) = phone
+            .clone()
+            .or_else(|| (chat_type == "whatsapp").then(|| event.entity_id.clone()))
+        else {
+            return Ok(Vec::new());
+        };
+        let now = self.now();
+        let at = event
+            .occurred_at
+            .and_then(|t| DateTime::from_timestamp(t, 0))
+            .unwrap_or(now);
+        state::record_reply(store, &phone, at).await?;
+        let mut stopped = Vec::new();
+        for lead in state::leads_of_phone(store, &phone).await? {
+            for record in store.enrolments_of(&lead).await? {
+                if !record.is_running() {
+                    continue;
+                }
+                let e = &record.enrolment;
+                let facts = state::facts(store, &lead).await?.unwrap_or_default();
+                if let Some(reason) = self.chains.should_stop(e, Some(&event.kind), &facts)
+                    && self.stop(store, &e.key, &reason.to_string(), now).await?
+                {
+                    stopped.push((e.key.clone(), reason.to_string()));
+                }
+            }
+        }
+        Ok(stopped)
+    }
+
+    /// Stops the running enrolments of `lead` whose chains stop on a reply.
+    async fn stop_on_reply(
+        &self,
+        lead: &str,
+        why: &str,
+        store: &Store,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, String)>, HandlerError> {
+        let mut stopped = Vec::new();
+        for record in store.enrolments_of(lead).await? {
+            let e = &record.enrolment;
+            let replies = self
+                .chains
+                .chain(&e.chain)
+                .is_some_and(|c| c.stops.contains(&Stop::Reply));
+            if record.is_running() && replies && self.stop(store, &e.key, why, now).await? {
+                stopped.push((e.key.clone(), why.to_owned()));
+            }
+        }
+        Ok(stopped)
+    }
+
+    /// Stops one enrolment with `why`; whether this call stopped it.
+    pub async fn stop(
+        &self,
+        store: &Store,
+        key: &str,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, HandlerError> {
+        let stopped = Stopped {
+            at: now,
+            reason: why.to_owned(),
+        };
+        let done = store.stop_enrolment(key, &stopped).await?;
+        if done {
+            tracing::info!(key = %key, why = %why, "chain stopped");
+        }
+        Ok(done)
+    }
+
+    /// Stops every running enrolment of `lead` (a person asked); the keys stopped.
+    pub async fn stop_lead(
+        &self,
+        store: &Store,
+        lead: &str,
+        why: &str,
+    ) -> Result<Vec<String>, HandlerError> {
+        let now = self.now();
+        let mut out = Vec::new();
+        for record in store.enrolments_of(lead).await? {
+            if record.is_running() && self.stop(store, &record.enrolment.key, why, now).await? {
+                out.push(record.enrolment.key);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The facts before an event the engine has no snapshot for: the stage the event says the
+/// lead left, or the facts as they are (nothing changed, so nothing enrols on a lead the
+/// robot sees for the first time).
+fn before_from_event(kind: &EventKind, now: &Facts, names: &Names) -> Facts {
+    let old = match kind {
+        EventKind::LeadStatusChanged { old_status_id, .. }
+        | EventKind::LeadUpdated { old_status_id, .. } => old_status_id.as_deref(),
+        _ => None,
+    };
+    let mut before = now.clone();
+    if let Some(old) = old {
+        set_stage(&mut before, old, names);
+        before.remove(crate::domain::chains::facts::LOSS_REASON);
+    }
+    before
+}

@@ -1,0 +1,97 @@
+//! The engine's keys in the store, beside the enrolments and step records the store keeps
+//! with methods of their own:
+//! - `chains:facts:{lead}` (a value): the lead's facts as last seen, to tell what changed;
+//! - `chains:replied:{phone}` (a value): when the client last wrote in WhatsApp, for the
+//!   24 hours;
+//! - `chains:phone:{phone}` (a set): the leads of a phone, to stop their chains on a reply;
+//! - `chains:sent:{channel}:{minute}` and `chains:client:{client}:{day}` (counters): the
+//!   throttles.
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::adapters::store::{Store, StoreError};
+use crate::domain::chains::Channel;
+use crate::domain::condition::Facts;
+
+/// The facts of `lead` as last seen.
+pub async fn facts(store: &Store, lead: &str) -> Result<Option<Facts>, StoreError> {
+    Ok(match store.value(&format!("chains:facts:{lead}")).await? {
+        Some(v) => Some(serde_json::from_str(&v)?),
+        None => None,
+    })
+}
+
+/// Keeps the facts of `lead` as seen now.
+pub async fn save_facts(store: &Store, lead: &str, facts: &Facts) -> Result<(), StoreError> {
+    store
+        .set_value(
+            &format!("chains:facts:{lead}"),
+            &serde_json::to_string(facts)?,
+        )
+        .await
+}
+
+fn replied_key(phone: &str) -> String {
+    format!("chains:replied:{phone}")
+}
+
+/// When the client of `phone` last wrote.
+pub async fn last_reply(store: &Store, phone: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(store
+        .value(&replied_key(phone))
+        .await?
+        .and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
+        .map(|t| t.with_timezone(&Utc)))
+}
+
+/// The latest message of any of `phones`.
+pub async fn last_reply_of(
+    store: &Store,
+    phones: &[String],
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let mut latest = None;
+    for phone in phones {
+        latest = latest.max(last_reply(store, phone).await?);
+    }
+    Ok(latest)
+}
+
+/// Records that the client of `phone` wrote at `at`, unless a later message is known (a
+/// webhook delivered late does not move the time back).
+pub async fn record_reply(store: &Store, phone: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+    if last_reply(store, phone).await?.is_some_and(|t| t >= at) {
+        return Ok(());
+    }
+    store.set_value(&replied_key(phone), &at.to_rfc3339()).await
+}
+
+fn phone_set(phone: &str) -> String {
+    format!("chains:phone:{phone}")
+}
+
+/// Remembers that `lead` is a lead of `phone`.
+pub async fn index_phone(store: &Store, phone: &str, lead: &str) -> Result<(), StoreError> {
+    store.add_member(&phone_set(phone), lead).await.map(|_| ())
+}
+
+/// The leads of `phone`.
+pub async fn leads_of_phone(store: &Store, phone: &str) -> Result<Vec<String>, StoreError> {
+    store.members(&phone_set(phone)).await
+}
+
+/// The counter of messages through `channel` in the minute of `now`.
+pub fn channel_counter(channel: Channel, now: DateTime<Utc>) -> String {
+    format!("chains:sent:{channel}:{}", now.timestamp().div_euclid(60))
+}
+
+/// The counter of messages to `client` on the client's `day`.
+pub fn client_counter(client: &str, day: NaiveDate) -> String {
+    format!("chains:client:{client}:{day}")
+}
+
+/// How long a minute's counter is kept.
+pub const MINUTE_KEPT: Duration = Duration::from_secs(180);
+/// How long a day's counter is kept.
+pub const DAY_KEPT: Duration = Duration::from_secs(3 * 24 * 3600);

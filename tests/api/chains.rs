@@ -1,0 +1,623 @@
+//! Follow-up chains end to end on the amoCRM, Wazzup and SMTP emulators, with the shipped
+//! `chains.toml` and a clock the test moves: the lead enters «4. Квалификация пройдена» by
+//! webhook, and each step is run at the moment the engine planned it, as its job would.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Europe::Moscow;
+use sales_robot::adapters::crm::Crm;
+use sales_robot::adapters::crm::http::Retries;
+use sales_robot::adapters::mail::SmtpMailer;
+use sales_robot::adapters::store::{StepRecord, StepState, Store};
+use sales_robot::adapters::wazzup::client::WazzupClient;
+use sales_robot::config::{chains, scoring};
+use sales_robot::domain::event::Source;
+use sales_robot::domain::lead::LeadUpdate;
+use sales_robot::service::chains::step::step_key;
+use sales_robot::service::chains::{ChainEngine, Channels, StepRun};
+use sales_robot::service::robot::Robot;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    Backend, SECRET, TestApp, eventually, fresh_store, spawn_app_with, spawn_app_with_steps,
+};
+use crate::scoring::amo_client;
+use crate::support::amocrm::{
+    AmoEmulator, FIELD_PRIORITY, LOSS_NO_CONTACT, NewContact, NewLead, STATUS_LOST,
+    STATUS_QUALIFICATION, USER_IVAN,
+};
+use crate::support::smtp::SmtpServer;
+use crate::support::wazzup::{CHANNEL_WABA, WazzupEmulator};
+
+const QUALIFIED: i64 = 60_456_947;
+const PHONE: &str = "79161234567";
+const NO_MEETING: &str = "ОП-2. Квалификация пройдена, встреча не назначена";
+const TEMPLATES: [(&str, &str); 3] = [
+    (
+        "a1000000-0000-4000-8000-000000000001",
+        "Аудио Михаила Николаевича",
+    ),
+    ("a1000000-0000-4000-8000-000000000002", "Игнор"),
+    ("a1000000-0000-4000-8000-000000000003", "Полный игнор"),
+];
+
+fn moscow(s: &str) -> DateTime<Utc> {
+    let local = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap();
+    Moscow
+        .from_local_datetime(&local)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn local(t: DateTime<Utc>) -> String {
+    t.with_timezone(&Moscow)
+        .format("%a %d.%m %H:%M")
+        .to_string()
+}
+
+/// The shipped chains and templates.
+fn shipped() -> chains::ChainRules {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let refusals: Vec<String> = scoring::load(&dir, None)
+        .unwrap()
+        .unwrap()
+        .priority
+        .refusals
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    let known = chains::Known {
+        lead_fields: None,
+        refusals: Some(&refusals),
+        zone: Some(Moscow),
+    };
+    chains::load(&dir, known).unwrap().unwrap()
+}
+
+/// The emulators, the robot on them, and the clock the engine reads.
+struct World {
+    amo: AmoEmulator,
+    wazzup: WazzupEmulator,
+    smtp: SmtpServer,
+    app: TestApp,
+    engine: Arc<ChainEngine>,
+    clock: Arc<Mutex<DateTime<Utc>>>,
+    lead: i64,
+}
+
+impl World {
+    async fn new(backend: Backend) -> World {
+        World::start(backend, false).await
+    }
+
+    /// With `worker`, the robot's workers run the steps' jobs themselves.
+    async fn start(backend: Backend, worker: bool) -> World {
+        let amo = AmoEmulator::start().await;
+        amo.add_status(QUALIFIED, "4. Квалификация пройдена");
+        amo.rename_status(STATUS_LOST, "Отказ. Сделка закрыта");
+        amo.rename_status(STATUS_QUALIFICATION, "3. Квалификация");
+        let contact = amo.seed_contact(
+            NewContact::new("Андрей Ковалёв")
+                .phone("+7 916 123-45-67")
+                .email("kovalev@example.ru"),
+        );
+        let lead = amo.seed_lead(
+            NewLead::new("Компрессор для цеха")
+                .status(STATUS_QUALIFICATION)
+                .responsible(USER_IVAN)
+                .field(FIELD_PRIORITY, json!(3))
+                .contact(contact),
+        );
+        let wazzup = WazzupEmulator::start().await;
+        for (guid, title) in TEMPLATES {
+            wazzup.add_template(guid, title, "Здравствуйте, {{1}}! Это {{2}}.");
+        }
+        let smtp = SmtpServer::start().await;
+        let crm: Arc<dyn Crm> = Arc::new(amo_client(&amo).await);
+        // The sender's rate limit lives in a store of its own here.
+        let dir = tempfile::tempdir().unwrap();
+        let limits = fresh_store(Backend::Sqlite, dir.path()).await;
+        std::mem::forget(dir);
+        let whatsapp = WazzupClient::new(
+            wazzup.base_url(),
+            CHANNEL_WABA,
+            SecretString::from(wazzup.api_key()),
+            limits,
+        )
+        .with_retries(Retries {
+            attempts: 2,
+            base: Duration::from_millis(20),
+            max: Duration::from_millis(50),
+        });
+        let from = "Отдел продаж <sales@robotdemo.ru>";
+        let mailer = SmtpMailer::new(
+            &SecretString::from(smtp.url()),
+            from,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let channels = Channels {
+            whatsapp: Some(Arc::new(whatsapp)),
+            mailer: Some(Arc::new(mailer)),
+            mail_domain: Channels::domain_of(from),
+        };
+        let clock = Arc::new(Mutex::new(moscow("2026-03-03 14:00")));
+        let read = clock.clone();
+        let engine = Arc::new(
+            ChainEngine::new(crm.clone(), shipped(), channels)
+                .with_clock(Arc::new(move || *read.lock().unwrap())),
+        );
+        let robot = Robot::new(crm, Source::Amocrm, "deal", None, None).with_chains(engine.clone());
+        let app = if worker {
+            spawn_app_with_steps(backend, Arc::new(robot), engine.clone()).await
+        } else {
+            spawn_app_with(backend, Arc::new(robot), |_| {}).await
+        };
+        wazzup.set_webhooks(&format!("{}/hooks/wazzup/{SECRET}", app.address), None);
+        World {
+            amo,
+            wazzup,
+            smtp,
+            app,
+            engine,
+            clock,
+            lead,
+        }
+    }
+
+    fn store(&self) -> &Store {
+        &self.app.store
+    }
+
+    fn set_clock(&self, at: DateTime<Utc>) {
+        *self.clock.lock().unwrap() = at;
+    }
+
+    /// A manager moves the lead to «4. Квалификация пройдена»; amoCRM's webhook comes.
+    async fn qualify(&self) -> String {
+        let crm = amo_client(&self.amo).await;
+        crm.update_lead(
+            &self.lead.to_string(),
+            &LeadUpdate {
+                status_id: Some(QUALIFIED.to_string()),
+                ..LeadUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+        let hook = format!(
+            "leads[status][0][id]={}&leads[status][0][status_id]={QUALIFIED}\
+             &leads[status][0][old_status_id]={STATUS_QUALIFICATION}&leads[status][0][pipeline_id]=7249526\
+             &leads[status][0][last_modified]=1772535600&account[subdomain]=robotdemo&account[id]=29876543",
+            self.lead
+        );
+        assert_eq!(self.app.post_amocrm(hook).await.status(), 200);
+        let store = self.store().clone();
+        let lead = self.lead.to_string();
+        eventually(20, move || {
+            let (store, lead) = (store.clone(), lead.clone());
+            async move {
+                let list = store.enrolments_of(&lead).await.unwrap();
+                list.iter().any(|r| r.due_at.is_some())
+            }
+        })
+        .await
+        .expect("the lead is enrolled and its first step planned");
+        let list = self
+            .store()
+            .enrolments_of(&self.lead.to_string())
+            .await
+            .unwrap();
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(list[0].enrolment.chain, NO_MEETING);
+        list[0].enrolment.key.clone()
+    }
+
+    /// Runs the enrolment's next step at the moment it is due; that moment and what the
+    /// run did. `None` when nothing is due (finished or stopped).
+    async fn run_next(&self, key: &str) -> Option<(DateTime<Utc>, StepRun)> {
+        let record = self.store().enrolment(key).await.unwrap().unwrap();
+        let at = record.due_at?;
+        if !record.is_running() {
+            return None;
+        }
+        self.set_clock(at);
+        let run = self
+            .engine
+            .run_step(self.store(), key, record.enrolment.next, at)
+            .await
+            .unwrap();
+        Some((at, run))
+    }
+
+    fn tasks(&self) -> Vec<Value> {
+        self.amo
+            .tasks()
+            .into_iter()
+            .filter(|t| t["entity_id"] == json!(self.lead))
+            .collect()
+    }
+
+    /// What the client and the manager have seen so far, counted.
+    fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.wazzup.sent().len(),
+            self.smtp.received().len(),
+            self.tasks().len(),
+        )
+    }
+
+    /// What changed between two counts, in words.
+    fn what(&self, before: (usize, usize, usize)) -> String {
+        let mut said = Vec::new();
+        for m in &self.wazzup.sent()[before.0..] {
+            let title = TEMPLATES
+                .iter()
+                .find(|(g, _)| Some(*g) == m.template_id.as_deref())
+                .map_or("free text", |(_, t)| *t);
+            said.push(format!("whatsapp «{title}»"));
+        }
+        for r in &self.smtp.received()[before.1..] {
+            said.push(format!("email «{}»", r.subject().unwrap_or_default()));
+        }
+        for t in &self.tasks()[before.2..] {
+            let text = t["text"].as_str().unwrap_or_default();
+            said.push(format!(
+                "task «{}»",
+                text.chars().take(18).collect::<String>()
+            ));
+        }
+        let lead = self.amo.lead(self.lead).unwrap();
+        if lead["status_id"] == json!(STATUS_LOST) && said.is_empty() {
+            said.push(format!(
+                "lost with reason {}",
+                lead["loss_reason_id"].as_i64().unwrap_or_default()
+            ));
+        }
+        said.join(", ")
+    }
+}
+
+async fn op2_with_no_answer_runs_day_by_day_and_closes_the_lead(backend: Backend) {
+    let w = World::new(backend).await;
+    let key = w.qualify().await;
+    let mut got = Vec::new();
+    loop {
+        let before = w.counts();
+        let Some((at, run)) = w.run_next(&key).await else {
+            break;
+        };
+        assert_eq!(run, StepRun::Settled(StepState::Done), "at {}", local(at));
+        got.push((local(at), w.what(before)));
+    }
+    let lost = format!("lost with reason {LOSS_NO_CONTACT}");
+    let expected: Vec<(String, String)> = [
+        // Day 0: the client never wrote, so the text goes by e-mail.
+        ("Tue 03.03 14:30", "email «Шаблон после квалификации»"),
+        ("Wed 04.03 10:00", "task «ОП-2, день 1. Позв»"),
+        ("Wed 04.03 13:00", "whatsapp «Аудио Михаила Николаевича»"),
+        ("Thu 05.03 10:00", "whatsapp «Игнор»"),
+        ("Thu 05.03 11:00", "task «ОП-2, день 2. Клие»"),
+        // Monday 9 March is a holiday.
+        ("Tue 10.03 10:00", "whatsapp «Полный игнор»"),
+        ("Tue 10.03 11:00", "task «ОП-2, день 4. Посл»"),
+        ("Tue 10.03 18:00", lost.as_str()),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    assert_eq!(got, expected);
+
+    // Each message went to the client's number and address, with the step's own ids.
+    let sent = w.wazzup.sent();
+    assert!(sent.iter().all(|m| m.chat_id == PHONE), "{sent:?}");
+    assert!(
+        sent.iter()
+            .all(|m| m.template_values == ["Андрей Ковалёв", "Иван Петров"])
+    );
+    let ids: std::collections::HashSet<_> = sent.iter().map(|m| m.crm_message_id.clone()).collect();
+    assert_eq!(ids.len(), 3);
+    let letter = &w.smtp.received()[0];
+    assert_eq!(letter.rcpt_to, ["kovalev@example.ru"]);
+    assert!(letter.message_id().unwrap().ends_with("@robotdemo.ru"));
+    assert!(
+        letter.text().unwrap().contains("Это Иван Петров."),
+        "{:?}",
+        letter.text()
+    );
+    let tasks = w.tasks();
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t["responsible_user_id"] == json!(USER_IVAN))
+    );
+    let lead = w.amo.lead(w.lead).unwrap();
+    assert_eq!(lead["status_id"], json!(STATUS_LOST));
+    assert_eq!(lead["loss_reason_id"], json!(LOSS_NO_CONTACT));
+    let record = w.store().enrolment(&key).await.unwrap().unwrap();
+    assert_eq!(record.enrolment.next, 8);
+    assert_eq!(record.due_at, None, "finished");
+    w.app.stop().await;
+}
+
+async fn a_reply_on_day_two_stops_the_chain(backend: Backend) {
+    let w = World::new(backend).await;
+    let key = w.qualify().await;
+    // Day 0 and day 1: the letter, the call, "Аудио".
+    for _ in 0..3 {
+        let (at, run) = w.run_next(&key).await.unwrap();
+        assert_eq!(run, StepRun::Settled(StepState::Done), "at {}", local(at));
+    }
+    assert_eq!(w.counts(), (1, 1, 1));
+    // Thursday 09:30, before "Игнор": the client writes in WhatsApp.
+    w.set_clock(moscow("2026-03-05 09:30"));
+    let (_, status) = w
+        .wazzup
+        .client_writes(CHANNEL_WABA, PHONE, "Да, актуально")
+        .await;
+    assert_eq!(status, Some(200));
+    let store = w.store().clone();
+    let k = key.clone();
+    eventually(20, move || {
+        let (store, k) = (store.clone(), k.clone());
+        async move { !store.enrolment(&k).await.unwrap().unwrap().is_running() }
+    })
+    .await
+    .expect("the reply stops the chain");
+    let record = w.store().enrolment(&key).await.unwrap().unwrap();
+    assert_eq!(record.stopped.unwrap().reason, "the client wrote");
+    // The job of "Игнор" still fires at 10:00: it finds the chain stopped.
+    w.set_clock(moscow("2026-03-05 10:00"));
+    let run = w
+        .engine
+        .run_step(w.store(), &key, 3, moscow("2026-03-05 10:00"))
+        .await
+        .unwrap();
+    assert_eq!(run, StepRun::Stopped("the client wrote".into()));
+    assert_eq!(w.counts(), (1, 1, 1), "nothing more was sent");
+    assert_ne!(w.amo.lead(w.lead).unwrap()["status_id"], json!(STATUS_LOST));
+    w.app.stop().await;
+}
+
+async fn a_step_delivered_twice_is_carried_out_once(backend: Backend) {
+    let w = World::new(backend).await;
+    let key = w.qualify().await;
+    let (at, run) = w.run_next(&key).await.unwrap();
+    assert_eq!(run, StepRun::Settled(StepState::Done));
+    // The same job again, and a third time at once from two workers.
+    let again = w.engine.run_step(w.store(), &key, 0, at).await.unwrap();
+    assert_eq!(again, StepRun::Stale);
+    let (a, b) = tokio::join!(
+        w.engine
+            .run_step(w.store(), &key, 1, moscow("2026-03-04 10:00")),
+        w.engine
+            .run_step(w.store(), &key, 1, moscow("2026-03-04 10:00")),
+    );
+    let runs = [a.unwrap(), b.unwrap()];
+    assert!(
+        runs.contains(&StepRun::Settled(StepState::Done)),
+        "{runs:?}"
+    );
+    assert_eq!(w.counts(), (0, 1, 1), "one letter, one call task");
+    w.app.stop().await;
+}
+
+async fn a_letter_claimed_but_never_recorded_is_not_sent_again(backend: Backend) {
+    let w = World::new(backend).await;
+    let key = w.qualify().await;
+    let due = w
+        .store()
+        .enrolment(&key)
+        .await
+        .unwrap()
+        .unwrap()
+        .due_at
+        .unwrap();
+    w.set_clock(due);
+    // A worker claimed the letter and died before recording it: the letter may have gone.
+    let claimed = |ago: chrono::TimeDelta| StepRecord {
+        state: StepState::Claimed,
+        claimed_at: Utc::now() - ago,
+        at: due,
+        via: "email".into(),
+        detail: String::new(),
+    };
+    let skey = step_key(&key, 0);
+    assert!(
+        w.store()
+            .claim_step(&skey, &claimed(chrono::TimeDelta::seconds(5)))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // While its worker may still be at it, the step waits.
+    let run = w.engine.run_step(w.store(), &key, 0, due).await.unwrap();
+    assert!(matches!(run, StepRun::InFlight(_)), "{run:?}");
+    assert!(w.smtp.received().is_empty());
+    // Past the lease the worker is gone: uncertain, never sent again, the manager told once.
+    let old = claimed(chrono::TimeDelta::minutes(10));
+    assert!(
+        w.store()
+            .settle_step(&skey, StepState::Claimed, &old)
+            .await
+            .unwrap()
+    );
+    let run = w.engine.run_step(w.store(), &key, 0, due).await.unwrap();
+    assert_eq!(run, StepRun::Settled(StepState::Uncertain));
+    let again = w.engine.run_step(w.store(), &key, 0, due).await.unwrap();
+    assert_eq!(again, StepRun::Stale);
+    assert!(w.smtp.received().is_empty(), "the letter is not sent again");
+    assert_eq!(
+        w.store().step_record(&skey).await.unwrap().unwrap().state,
+        StepState::Uncertain
+    );
+    let notes = w.amo.notes_of(w.lead);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0]["params"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Робот не уверен, что шаг «Шаблон после квалификации»")
+    );
+    // The chain goes on with the call of day 1.
+    let record = w.store().enrolment(&key).await.unwrap().unwrap();
+    assert_eq!(record.enrolment.next, 1);
+    assert_eq!(record.due_at, Some(moscow("2026-03-04 10:00")));
+    w.app.stop().await;
+}
+
+async fn a_number_not_on_whatsapp_fails_the_step_and_tasks_the_manager(backend: Backend) {
+    let w = World::new(backend).await;
+    w.wazzup.add_invalid_number(PHONE);
+    let key = w.qualify().await;
+    for _ in 0..2 {
+        w.run_next(&key).await.unwrap();
+    }
+    let (at, run) = w.run_next(&key).await.unwrap();
+    assert_eq!(at, moscow("2026-03-04 13:00"));
+    assert_eq!(run, StepRun::Settled(StepState::Failed));
+    let tasks = w.tasks();
+    assert_eq!(tasks.len(), 2, "the call, and the task about the failure");
+    let text = tasks[1]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("Робот не выполнил шаг «Шаблон «Аудио Михаила Николаевича»»"),
+        "{text}"
+    );
+    // No retry loop: the chain goes on to the next day.
+    let record = w.store().enrolment(&key).await.unwrap().unwrap();
+    assert_eq!(record.enrolment.next, 3);
+    assert_eq!(record.due_at, Some(moscow("2026-03-05 10:00")));
+    w.app.stop().await;
+}
+
+/// The out-of-stock button through the real queue: the first letter's job is due at once
+/// and the robot's worker runs it; the second waits three business days on the queue.
+async fn the_out_of_stock_letter_goes_through_the_steps_queue(backend: Backend) {
+    let w = World::start(backend, true).await;
+    w.set_clock(moscow("2026-03-05 16:00"));
+    let hook = |at: i64| {
+        format!(
+            "leads[update][0][id]={}&leads[update][0][status_id]={STATUS_QUALIFICATION}\
+             &leads[update][0][pipeline_id]=7249526&leads[update][0][last_modified]={at}\
+             &account[subdomain]=robotdemo&account[id]=29876543",
+            w.lead
+        )
+    };
+    // The robot sees the lead once; then the manager presses the button (the tag).
+    assert_eq!(w.app.post_amocrm(hook(1772715000)).await.status(), 200);
+    w.app.wait_for_journal(1, 20).await;
+    amo_client(&w.amo)
+        .await
+        .update_lead(
+            &w.lead.to_string(),
+            &LeadUpdate {
+                add_tags: vec!["Нет в наличии".into()],
+                ..LeadUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.app.post_amocrm(hook(1772715060)).await.status(), 200);
+    eventually(20, || {
+        let n = w.smtp.received().len();
+        async move { n == 1 }
+    })
+    .await
+    .expect("the worker sent the first letter");
+    let letter = &w.smtp.received()[0];
+    assert_eq!(
+        letter.subject().as_deref(),
+        Some("Ваш запрос: товара сейчас нет в наличии")
+    );
+    let list = w.store().enrolments_of(&w.lead.to_string()).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].enrolment.chain, "Нет в наличии");
+    let store = w.store().clone();
+    let key = list[0].enrolment.key.clone();
+    eventually(20, move || {
+        let (store, key) = (store.clone(), key.clone());
+        async move {
+            let r = store.enrolment(&key).await.unwrap().unwrap();
+            r.enrolment.next == 1 && r.due_at == Some(moscow("2026-03-11 16:00"))
+        }
+    })
+    .await
+    .expect("the second letter is planned for Wednesday");
+    let queue = w.store().queue_name(sales_robot::service::chains::RUN_STEP);
+    assert_eq!(w.store().queue_depth(&queue).await.unwrap(), 1);
+    w.app.stop().await;
+}
+
+/// A WhatsApp step claimed but not recorded: within Wazzup's guard it is sent again with the
+/// same `crmMessageId` (so at most once in Wazzup); past the lease it is left uncertain.
+async fn a_whatsapp_step_claimed_but_never_recorded_is_resent_only_within_the_guard(
+    backend: Backend,
+) {
+    let w = World::new(backend).await;
+    let key = w.qualify().await;
+    for _ in 0..2 {
+        w.run_next(&key).await.unwrap();
+    }
+    let due = w
+        .store()
+        .enrolment(&key)
+        .await
+        .unwrap()
+        .unwrap()
+        .due_at
+        .unwrap();
+    assert_eq!(due, moscow("2026-03-04 13:00"));
+    w.set_clock(due);
+    let skey = step_key(&key, 2);
+    let claimed = StepRecord {
+        state: StepState::Claimed,
+        claimed_at: Utc::now() - chrono::TimeDelta::seconds(5),
+        at: due,
+        via: "wazzup".into(),
+        detail: String::new(),
+    };
+    assert!(
+        w.store()
+            .claim_step(&skey, &claimed)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let run = w.engine.run_step(w.store(), &key, 2, due).await.unwrap();
+    assert_eq!(run, StepRun::Settled(StepState::Done));
+    let sent = w.wazzup.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].crm_message_id.as_deref(),
+        Some(sales_robot::service::chains::step::crm_message_id(&skey).as_str())
+    );
+
+    // The next WhatsApp step, claimed ten minutes ago by a worker that died: not sent.
+    let record = w.store().enrolment(&key).await.unwrap().unwrap();
+    let due = record.due_at.unwrap();
+    assert_eq!(due, moscow("2026-03-05 10:00"));
+    let skey = step_key(&key, 3);
+    let old = StepRecord {
+        claimed_at: Utc::now() - chrono::TimeDelta::minutes(10),
+        at: due,
+        ..claimed
+    };
+    assert!(w.store().claim_step(&skey, &old).await.unwrap().is_none());
+    let run = w.engine.run_step(w.store(), &key, 3, due).await.unwrap();
+    assert_eq!(run, StepRun::Settled(StepState::Uncertain));
+    assert_eq!(w.wazzup.sent().len(), 1, "not sent again");
+    w.app.stop().await;
+}
+
+crate::on_both_backends!(the_out_of_stock_letter_goes_through_the_steps_queue);
+crate::on_both_backends!(
+    a_whatsapp_step_claimed_but_never_recorded_is_resent_only_within_the_guard
+);
+crate::on_both_backends!(op2_with_no_answer_runs_day_by_day_and_closes_the_lead);
+crate::on_both_backends!(a_reply_on_day_two_stops_the_chain);
+crate::on_both_backends!(a_step_delivered_twice_is_carried_out_once);
+crate::on_both_backends!(a_letter_claimed_but_never_recorded_is_not_sent_again);
+crate::on_both_backends!(a_number_not_on_whatsapp_fails_the_step_and_tasks_the_manager);
