@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
-use super::bench_scoring;
+use super::{bench_chains, bench_scoring};
 use crate::adapters::store::{Location, Store, StoreSettings};
 use crate::domain::retry::RetryPolicy;
 use crate::service::app::Application;
@@ -29,6 +29,9 @@ pub enum BenchWhat {
     Scoring(bench_scoring::ScoringArgs),
     /// The time of one routing decision on a large roster, and of a simulated day.
     Routing(RoutingArgs),
+    /// Chain steps per second and their lag behind schedule, through the real Redis queue
+    /// and store (the CRM in memory).
+    Chains(bench_chains::ChainsArgs),
 }
 
 /// Arguments of `bench routing`.
@@ -87,6 +90,7 @@ pub async fn run(dir: &std::path::Path, what: BenchWhat) -> anyhow::Result<()> {
         BenchWhat::Leads(args) => bench_scoring::leads(args),
         BenchWhat::Scoring(args) => bench_scoring::scoring(args),
         BenchWhat::Routing(args) => routing(dir, args),
+        BenchWhat::Chains(args) => bench_chains::chains(args).await,
     }
 }
 
@@ -381,7 +385,7 @@ fn settings() -> Settings {
     }
 }
 
-async fn clear_namespace(url: &str, namespace: &str) -> anyhow::Result<()> {
+pub(super) async fn clear_namespace(url: &str, namespace: &str) -> anyhow::Result<()> {
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let keys: Vec<String> = redis::cmd("KEYS")

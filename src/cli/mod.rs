@@ -2,6 +2,7 @@
 //! errors are `anyhow` here and nowhere below.
 
 pub mod bench;
+pub mod bench_chains;
 pub mod bench_scoring;
 pub mod catchup;
 pub mod chains;

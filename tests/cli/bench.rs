@@ -1,4 +1,5 @@
-//! `bench leads`: the synthetic leads file the scoring benchmark compares models on.
+//! `bench leads`: the synthetic leads file the scoring benchmark compares models on; `bench
+//! chains`: every step of its chains run once through Redis.
 
 use chrono::{DateTime, Datelike, Utc};
 use sales_robot::adapters::{csv, leads_file};
@@ -84,4 +85,48 @@ fn bench_leads_writes_a_year_that_train_can_read_and_the_next_one() {
         leads.iter().all(|l| !l.is_won() || l.won >= 500.0),
         "a won lead brings at least its budget"
     );
+}
+
+#[test]
+fn bench_chains_runs_every_step_once_through_redis() {
+    let robot = Robot::new(Backend::Sqlite);
+    let redis = crate::process::redis_url();
+    let out = robot.run(&[
+        "bench",
+        "chains",
+        "--enrolments",
+        "200",
+        "--spread",
+        "1",
+        "--redis",
+        &redis,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("200 enrolments × 4 steps"), "{stdout}");
+    assert!(stdout.contains("800 steps in "), "{stdout}");
+    assert!(stdout.contains("steps/s"), "{stdout}");
+    assert!(stdout.contains("p50") && stdout.contains("p99"), "{stdout}");
+    assert!(
+        stdout.contains("records: 800 done of 800 expected; CRM actions: 800, 800 distinct steps, 0 acted more than once"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("check: every step ran exactly once"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("not the CRM"), "{stdout}");
+
+    // Its namespace is gone afterwards.
+    let client = redis::Client::open(redis).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("bench-chains-*")
+        .query(&mut conn)
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
 }
