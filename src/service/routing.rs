@@ -688,10 +688,7 @@ impl RouteLeads {
         now: DateTime<Utc>,
     ) -> Result<Drained, HandlerError> {
         let pending = store.pending().await?;
-        let mut drained = Drained {
-            looked_at: pending.len(),
-            ..Drained::default()
-        };
+        let mut drained = Drained::default();
         if pending.is_empty() {
             ::metrics::gauge!(PENDING).set(0.0);
             return Ok(drained);
@@ -819,8 +816,6 @@ impl RouteLeads {
 /// What one look at the pending list did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Drained {
-    /// Leads on the list when it began.
-    pub looked_at: usize,
     /// The managers (CRM user ids) of the leads handed out, one per lead.
     pub assigned: Vec<String>,
     /// Leads still waiting.
