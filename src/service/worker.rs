@@ -3,6 +3,7 @@
 //! them gracefully.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use apalis::prelude::*;
@@ -25,15 +26,31 @@ async fn run_step(job: RunStep, steps: Data<Arc<StepJobs>>) -> Result<(), BoxDyn
     steps.run(job).await.map_err(|e| Box::new(e) as BoxDynError)
 }
 
-/// A worker name unique to this process start: apalis-redis refuses a worker whose name was
-/// seen alive recently, which a restart under a fixed name would hit.
+/// A worker name unique to this start of the worker: apalis-redis refuses a worker whose
+/// name was seen alive recently, which a restart under a fixed name would hit (the monitor
+/// restarting a worker in the same process too, hence the count).
 pub fn unique_name(prefix: &str) -> String {
+    static STARTS: AtomicU64 = AtomicU64::new(0);
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".to_owned());
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or_default();
-    format!("{prefix}-{host}-{}-{started}", std::process::id())
+    let n = STARTS.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{host}-{}-{started}-{n}", std::process::id())
+}
+
+/// Hands the queue's due delayed jobs to its workers every [`POLL`] (see
+/// `Store::promote_due`), until aborted. A failure is logged and tried again.
+fn spawn_promoter(store: Store, queue: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = store.promote_due(&queue).await {
+                tracing::warn!(queue = %queue, error = %e, "could not hand delayed jobs to the queue; will retry");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    })
 }
 
 /// Runs the workers until `shutdown` resolves, then lets in-flight jobs finish for at most
@@ -55,8 +72,6 @@ pub async fn run_with_steps(
     grace: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), MonitorError> {
-    let name = unique_name("sales-robot");
-    let step_name = unique_name("sales-robot-steps");
     let queue = jobs.queue().to_owned();
     let signal = async move {
         shutdown.await;
@@ -74,7 +89,7 @@ pub async fn run_with_steps(
                 .with_config(s.queue_config(&queue))
                 .poll_with_interval(POLL);
             let mut monitor = monitor.register(move |_| {
-                WorkerBuilder::new(name.clone())
+                WorkerBuilder::new(unique_name("sales-robot"))
                     .backend(backend.clone())
                     .concurrency(concurrency)
                     .data(jobs.clone())
@@ -85,7 +100,7 @@ pub async fn run_with_steps(
                     .with_config(s.queue_config(steps.queue()))
                     .poll_with_interval(POLL);
                 monitor = monitor.register(move |_| {
-                    WorkerBuilder::new(step_name.clone())
+                    WorkerBuilder::new(unique_name("sales-robot-steps"))
                         .backend(backend.clone())
                         .concurrency(concurrency)
                         .data(steps.clone())
@@ -95,27 +110,36 @@ pub async fn run_with_steps(
             monitor.run_with_signal(signal).await
         }
         Store::Redis(r) => {
+            let mut promoters = vec![spawn_promoter(jobs.store().clone(), queue.clone())];
             let backend = RedisStorage::<HandleEvent>::new(r.connection())
                 .with_config(r.queue_config(&queue));
             let mut monitor = monitor.register(move |_| {
-                WorkerBuilder::new(name.clone())
+                WorkerBuilder::new(unique_name("sales-robot"))
                     .backend(backend.clone())
                     .concurrency(concurrency)
                     .data(jobs.clone())
                     .build(handle_event)
             });
             if let Some(steps) = steps {
+                promoters.push(spawn_promoter(
+                    steps.store().clone(),
+                    steps.queue().to_owned(),
+                ));
                 let backend = RedisStorage::<RunStep>::new(r.connection())
                     .with_config(r.queue_config(steps.queue()));
                 monitor = monitor.register(move |_| {
-                    WorkerBuilder::new(step_name.clone())
+                    WorkerBuilder::new(unique_name("sales-robot-steps"))
                         .backend(backend.clone())
                         .concurrency(concurrency)
                         .data(steps.clone())
                         .build(run_step)
                 });
             }
-            monitor.run_with_signal(signal).await
+            let ran = monitor.run_with_signal(signal).await;
+            for promoter in promoters {
+                promoter.abort();
+            }
+            ran
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod batch;
 mod chains;
+mod later;
 mod redis;
 mod sqlite;
 
@@ -221,6 +222,16 @@ impl Store {
             run_after: item.run_after,
         };
         each!(self, s => s.batcher().enqueue(job).await)
+    }
+
+    /// Hands a queue's delayed jobs that are due to its workers. On Redis delayed jobs
+    /// wait apart until then (apalis-redis cannot promote many at once); on SQLite the
+    /// queue does it itself and this does nothing.
+    pub async fn promote_due(&self, queue: &str) -> Result<usize, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(0),
+            Store::Redis(s) => s.promote_due(queue).await,
+        }
     }
 
     /// Jobs waiting in a queue (due now or scheduled).

@@ -12,6 +12,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use super::batch::{Batcher, Job, by_queue};
+use super::later::{BACKLOG, CHUNK, Delayed, LaterKeys};
 use super::{
     Claim, DeadLetter, Enqueued, EnrolmentRecord, JournalEntry, LOADS_KEPT_SECS, Pending,
     StepRecord, StepState, Stopped, StoreError, StoreSettings,
@@ -206,12 +207,52 @@ impl RedisStore {
     pub(super) async fn queue_depth(&self, queue: &str) -> Result<u64, StoreError> {
         let config = self.queue_config(queue);
         let mut conn = self.conn.clone();
-        let (active, scheduled): (u64, u64) = redis::pipe()
+        let (active, scheduled, later): (u64, u64, u64) = redis::pipe()
             .llen(config.active_jobs_list())
             .zcard(config.scheduled_jobs_set())
+            .zcard(later_keys(&config).set())
             .query_async(&mut conn)
             .await?;
-        Ok(active + scheduled)
+        Ok(active + scheduled + later)
+    }
+
+    /// Hands the queue's due delayed jobs to apalis, a chunk at a time, while apalis holds
+    /// fewer than [`BACKLOG`]; returns how many.
+    pub(super) async fn promote_due(&self, queue: &str) -> Result<usize, StoreError> {
+        let config = self.queue_config(queue);
+        let keys = later_keys(&config);
+        let mut conn = self.conn.clone();
+        let mut moved = 0;
+        loop {
+            let backlog: usize = conn.zcard(config.scheduled_jobs_set()).await?;
+            let room = BACKLOG.saturating_sub(backlog).min(CHUNK);
+            if room == 0 {
+                return Ok(moved);
+            }
+            let due = keys.due(&mut conn, super::now_ms() as u64, room).await?;
+            let tasks: Vec<_> = due
+                .iter()
+                .filter_map(|job| {
+                    let payload = job.payload.clone()?;
+                    Some(
+                        apalis::prelude::TaskBuilder::new(payload)
+                            .idempotency_key(job.handover_key())
+                            .task_id(TaskId::from(ulid::Ulid::generate().to_string()))
+                            .build(),
+                    )
+                })
+                .collect();
+            if !tasks.is_empty() {
+                apalis_redis::queries::push_tasks(&mut conn, &config, &tasks)
+                    .await
+                    .map_err(queue_error)?;
+            }
+            keys.done(&mut conn, &due).await?;
+            moved += due.len();
+            if due.len() < room {
+                return Ok(moved);
+            }
+        }
     }
 
     pub(super) async fn record_handled(
@@ -897,6 +938,18 @@ fn queue_config(settings: &StoreSettings, queue: &str) -> QueueConfig {
         .emit_events(false)
 }
 
+fn queue_error(e: apalis_redis::Error) -> StoreError {
+    match e {
+        apalis_redis::Error::Database(r) => StoreError::Redis(r),
+        other => StoreError::Queue(other.to_string()),
+    }
+}
+
+/// Where the queue's delayed jobs wait (see `later`).
+fn later_keys(config: &QueueConfig) -> LaterKeys {
+    LaterKeys::new(config.queue.as_ref(), config.idempotency_key_set())
+}
+
 /// Writes a batch of jobs. apalis-redis claims each key and adds each job in one Lua script,
 /// atomically; it answers only how many it added, so when that is fewer than the batch, the
 /// keys say which were already taken: each holds the id of the job that claimed it.
@@ -906,8 +959,34 @@ async fn write_batch(
     jobs: Vec<Job>,
 ) -> Result<Vec<Enqueued>, StoreError> {
     let mut outcomes = vec![Enqueued::New; jobs.len()];
-    for (queue, members) in by_queue(&jobs) {
+    for (queue, all) in by_queue(&jobs) {
         let config = queue_config(&settings, queue);
+        // Delayed jobs wait in a set of our own until due, and so do jobs due now while
+        // apalis holds many already (see `later`).
+        let backlog: usize = conn.zcard(config.scheduled_jobs_set()).await?;
+        let (held, members): (Vec<usize>, Vec<usize>) = all.into_iter().partition(|&i| {
+            jobs[i].run_after.is_some_and(|d| !d.is_zero()) || backlog + jobs.len() > BACKLOG
+        });
+        if !held.is_empty() {
+            let now = super::now_ms() as u64;
+            let batch: Vec<Delayed<'_>> = held
+                .iter()
+                .map(|&i| Delayed {
+                    key: &jobs[i].key,
+                    payload: &jobs[i].payload,
+                    due_ms: now + jobs[i].run_after.unwrap_or_default().as_millis() as u64,
+                })
+                .collect();
+            let added = later_keys(&config)
+                .add(&mut conn, settings.dedup_window.as_secs(), &batch)
+                .await?;
+            for (&i, outcome) in held.iter().zip(added) {
+                outcomes[i] = outcome;
+            }
+        }
+        if members.is_empty() {
+            continue;
+        }
         let ids: Vec<String> = members
             .iter()
             .map(|_| ulid::Ulid::generate().to_string())
@@ -919,10 +998,7 @@ async fn write_batch(
             .collect();
         let (now, later) = apalis_redis::queries::push_tasks(&mut conn, &config, &tasks)
             .await
-            .map_err(|e| match e {
-                apalis_redis::Error::Database(r) => StoreError::Redis(r),
-                other => StoreError::Queue(other.to_string()),
-            })?;
+            .map_err(queue_error)?;
         if (now + later) as usize == tasks.len() {
             continue;
         }
