@@ -386,14 +386,31 @@ fn settings() -> Settings {
 }
 
 pub(super) async fn clear_namespace(url: &str, namespace: &str) -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    use redis::AsyncCommands as _;
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{namespace}:*"))
-        .query_async(&mut conn)
-        .await?;
-    for chunk in keys.chunks(500) {
-        let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
+    // A run leaves up to millions of keys: `KEYS` would block Redis past the client's
+    // timeout, so they are walked with `SCAN` and let go of with `UNLINK`.
+    let keys: Vec<String> = {
+        let mut scan = conn
+            .scan_options::<String>(
+                redis::ScanOptions::default()
+                    .with_pattern(format!("{namespace}:*"))
+                    .with_count(5_000),
+            )
+            .await?;
+        let mut keys = Vec::new();
+        while let Some(key) = scan.next().await {
+            keys.push(key?);
+        }
+        keys
+    };
+    for chunk in keys.chunks(2_000) {
+        let _: () = redis::cmd("UNLINK")
+            .arg(chunk)
+            .query_async(&mut conn)
+            .await?;
     }
     Ok(())
 }

@@ -15,7 +15,8 @@ use crate::service::chains::{RunStep, StepJobs};
 use crate::service::jobs::{HandleEvent, Jobs};
 
 /// How often an idle worker looks for new jobs: without it apalis only looks again at the
-/// next heartbeat, and a webhook would wait seconds for its worker.
+/// next heartbeat, and a webhook would wait seconds for its worker. On Redis too: apalis-redis
+/// 1.0 files every job under its scheduled set, even one due now, and wakes no idle worker.
 const POLL: Duration = Duration::from_millis(100);
 
 async fn handle_event(job: HandleEvent, jobs: Data<Arc<Jobs>>) -> Result<(), BoxDynError> {
@@ -112,7 +113,8 @@ pub async fn run_with_steps(
         Store::Redis(r) => {
             let mut promoters = vec![spawn_promoter(jobs.store().clone(), queue.clone())];
             let backend = RedisStorage::<HandleEvent>::new(r.connection())
-                .with_config(r.queue_config(&queue));
+                .with_config(r.queue_config(&queue))
+                .poll_with_interval(POLL);
             let mut monitor = monitor.register(move |_| {
                 WorkerBuilder::new(unique_name("sales-robot"))
                     .backend(backend.clone())
@@ -126,7 +128,8 @@ pub async fn run_with_steps(
                     steps.queue().to_owned(),
                 ));
                 let backend = RedisStorage::<RunStep>::new(r.connection())
-                    .with_config(r.queue_config(steps.queue()));
+                    .with_config(r.queue_config(steps.queue()))
+                    .poll_with_interval(POLL);
                 monitor = monitor.register(move |_| {
                     WorkerBuilder::new(unique_name("sales-robot-steps"))
                         .backend(backend.clone())
