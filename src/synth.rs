@@ -14,6 +14,8 @@
 //! Every lead carries the chance it was drawn with (the oracle), so a model's Brier score
 //! can be compared with the best possible one.
 
+pub mod forecast;
+
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
-use super::{bench_chains, bench_scoring};
+use super::{bench_chains, bench_forecast, bench_scoring};
 use crate::adapters::store::{Location, Store, StoreSettings};
 use crate::domain::retry::RetryPolicy;
 use crate::service::app::Application;
@@ -32,6 +32,8 @@ pub enum BenchWhat {
     /// Chain steps per second and their lag behind schedule, through the real Redis queue
     /// and store (the CRM in memory).
     Chains(bench_chains::ChainsArgs),
+    /// The month's forecast against the actual on a held-out synthetic year.
+    Forecast(bench_forecast::ForecastArgs),
 }
 
 /// Arguments of `bench routing`.
@@ -91,6 +93,7 @@ pub async fn run(dir: &std::path::Path, what: BenchWhat) -> anyhow::Result<()> {
         BenchWhat::Scoring(args) => bench_scoring::scoring(args),
         BenchWhat::Routing(args) => routing(dir, args),
         BenchWhat::Chains(args) => bench_chains::chains(args).await,
+        BenchWhat::Forecast(args) => bench_forecast::forecast(args),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_chains;
+pub mod bench_forecast;
 pub mod bench_scoring;
 pub mod catchup;
 pub mod chains;
