@@ -125,6 +125,14 @@ impl Crm for CountingCrm {
         self.count(&entity.id, text);
         Ok(())
     }
+    async fn notes(&self, entity: &EntityRef) -> Result<Vec<String>, CrmError> {
+        let by_step = self.by_step.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(by_step
+            .keys()
+            .filter(|(lead, _)| *lead == entity.id)
+            .map(|(_, text)| text.clone())
+            .collect())
+    }
     async fn company(&self, _: &str) -> Result<Option<Company>, CrmError> {
         Ok(None)
     }

@@ -621,3 +621,77 @@ crate::on_both_backends!(a_reply_on_day_two_stops_the_chain);
 crate::on_both_backends!(a_step_delivered_twice_is_carried_out_once);
 crate::on_both_backends!(a_letter_claimed_but_never_recorded_is_not_sent_again);
 crate::on_both_backends!(a_number_not_on_whatsapp_fails_the_step_and_tasks_the_manager);
+
+/// A worker made the day-1 call task and died before recording it; past the lease the next
+/// worker finds the task in the CRM and does not make a second one. Had the task not got
+/// there, it is made once.
+async fn a_task_claimed_but_never_recorded_is_made_once(backend: Backend) {
+    let w = World::new(backend).await;
+    let key = w.qualify().await;
+    let (at, run) = w.run_next(&key).await.unwrap();
+    assert_eq!(run, StepRun::Settled(StepState::Done), "the letter at {at}");
+
+    // The task got there: a worker made it and died before recording it, so the step is
+    // "claimed ten minutes ago" and the enrolment still at it.
+    let record = w.store().enrolment(&key).await.unwrap().unwrap();
+    let due = record.due_at.unwrap();
+    let rules = shipped();
+    let text = match &rules.chains.chain(NO_MEETING).unwrap().steps[1].action {
+        sales_robot::domain::chains::Action::Call { text, .. } => text.clone(),
+        other => panic!("step 2 of ОП-2 is the day-1 call, not {other:?}"),
+    };
+    amo_client(&w.amo)
+        .await
+        .create_task(&sales_robot::domain::task::NewTask {
+            kind: sales_robot::domain::task::TaskKind::Call,
+            text,
+            deadline: (due + chrono::TimeDelta::hours(3)).timestamp(),
+            responsible_user_id: USER_IVAN.to_string(),
+            entity: sales_robot::domain::task::EntityRef::lead(w.lead.to_string()),
+        })
+        .await
+        .unwrap();
+    let skey = step_key(&key, 1);
+    let claimed = StepRecord {
+        state: StepState::Claimed,
+        claimed_at: Utc::now() - chrono::TimeDelta::minutes(10),
+        at: due,
+        via: "crm".into(),
+        detail: String::new(),
+    };
+    assert!(
+        w.store()
+            .claim_step(&skey, &claimed)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    w.set_clock(due);
+    let run = w.engine.run_step(w.store(), &key, 1, due).await.unwrap();
+    assert_eq!(run, StepRun::Settled(StepState::Done));
+    assert_eq!(w.tasks().len(), 1, "the task is not made twice");
+    let settled = w.store().step_record(&skey).await.unwrap().unwrap();
+    assert!(
+        settled.detail.contains("found in the CRM"),
+        "{}",
+        settled.detail
+    );
+
+    // The task did not get there: the next task step, claimed ten minutes ago and never
+    // made, is made once.
+    let _ = w.run_next(&key).await.unwrap(); // «Аудио»
+    let _ = w.run_next(&key).await.unwrap(); // «Игнор»
+    let record = w.store().enrolment(&key).await.unwrap().unwrap();
+    let due = record.due_at.unwrap();
+    assert_eq!(record.enrolment.next, 4);
+    let skey = step_key(&key, 4);
+    let never = StepRecord { at: due, ..claimed };
+    assert!(w.store().claim_step(&skey, &never).await.unwrap().is_none());
+    w.set_clock(due);
+    let run = w.engine.run_step(w.store(), &key, 4, due).await.unwrap();
+    assert_eq!(run, StepRun::Settled(StepState::Done));
+    assert_eq!(w.tasks().len(), 2, "made once");
+    w.app.stop().await;
+}
+
+crate::on_both_backends!(a_task_claimed_but_never_recorded_is_made_once);

@@ -225,6 +225,11 @@ async fn tasks_notes_users_stages_and_reasons() {
             .any(|n| n.to_string().contains("Робот: назначен ответственный")),
         "{notes:?}"
     );
+    // Read back as the robot reads it after a crash.
+    assert_eq!(
+        crm.notes(&EntityRef::lead(&id)).await.unwrap(),
+        ["Робот: назначен ответственный"]
+    );
 
     let managers = crm.managers().await.unwrap();
     assert!(

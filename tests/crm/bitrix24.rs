@@ -366,6 +366,15 @@ async fn a_todo_a_task_and_a_timeline_comment_are_created() {
     let comments = emu.comments_of(id.parse().unwrap());
     assert_eq!(comments.len(), 1, "{comments:?}");
     assert_eq!(comments[0]["COMMENT"], "Робот: назначен ответственный");
+    // Read back as the robot reads it after a crash: the deal's comments only.
+    assert_eq!(
+        crm.notes(&EntityRef::lead(&id)).await.unwrap(),
+        ["Робот: назначен ответственный"]
+    );
+    assert_eq!(
+        crm.notes(&contact).await.unwrap(),
+        ["Робот: клиент просил перезвонить"]
+    );
     assert!(
         emu.comments()
             .iter()

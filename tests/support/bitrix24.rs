@@ -1841,6 +1841,7 @@ impl Portal {
             "tasks.task.complete" => self.task_complete(p, user).map(Outcome::one),
             "task.commentitem.add" => self.task_comment_add(p, user, order).map(Outcome::one),
             "crm.timeline.comment.add" => self.comment_add(p, user).map(Outcome::one),
+            "crm.timeline.comment.list" => self.comment_list(p),
             "user.get" => Ok(self.user_get(p)),
             "user.current" | "profile" => Ok(Outcome::one(
                 self.users
@@ -2921,6 +2922,49 @@ impl Portal {
             "CREATED": now_string(),
         }));
         Ok(json!(id))
+    }
+
+    /// `crm.timeline.comment.list`: the comments of one record, 50 a page. ENTITY_ID and
+    /// ENTITY_TYPE are both required in the filter, and `select` picks fields (the docs:
+    /// https://dev.1c-bitrix.ru/rest_help/crm/timeline/comment/crm_timeline_comment_list.php).
+    fn comment_list(&self, p: &Map<String, Value>) -> Result<Outcome, ApiError> {
+        let filter = match get_ci(p, "filter") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        let entity_id = filter.get("ENTITY_ID").and_then(as_i64);
+        let entity_type = filter
+            .get("ENTITY_TYPE")
+            .and_then(scalar_string)
+            .map(|t| t.to_ascii_lowercase());
+        let (Some(entity_id), Some(entity_type)) = (entity_id, entity_type) else {
+            return Err(ApiError::new(
+                400,
+                "INVALID_ARG_VALUE",
+                "ENTITY_ID and ENTITY_TYPE are required in filter",
+            ));
+        };
+        let select = string_list(get_ci(p, "select"));
+        let items = self
+            .comments
+            .iter()
+            .filter(|c| {
+                c["ENTITY_TYPE"] == entity_type.as_str()
+                    && as_i64(&c["ENTITY_ID"]) == Some(entity_id)
+            })
+            .map(|c| match (&select[..], c) {
+                ([], _) => c.clone(),
+                (fields, Value::Object(all)) if !fields.iter().any(|f| f == "*") => Value::Object(
+                    all.iter()
+                        .filter(|(k, _)| fields.iter().any(|f| f.eq_ignore_ascii_case(k)))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                ),
+                _ => c.clone(),
+            })
+            .collect();
+        let start = get_ci(p, "start").and_then(as_i64).unwrap_or(0);
+        Ok(Outcome::page(items, start))
     }
 
     // -- directories ----------------------------------------------------------------------

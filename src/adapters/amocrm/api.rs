@@ -876,6 +876,23 @@ impl Crm for AmoCrm {
         .map(|_| ())
     }
 
+    async fn notes(&self, entity: &EntityRef) -> Result<Vec<String>, CrmError> {
+        // GET /api/v4/{entity}/{id}/notes, text notes only (`common`), 250 a page:
+        // https://www.amocrm.ru/developers/content/crm_platform/events-and-notes#notes-entity-list
+        let items = self
+            .all_pages(
+                &format!("/api/v4/{}/{}/notes", entity_path(entity.kind), entity.id),
+                "notes",
+                &[("filter[note_type]".into(), "common".into())],
+            )
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|n| n.pointer("/params/text").and_then(Value::as_str))
+            .map(str::to_owned)
+            .collect())
+    }
+
     async fn company(&self, id: &str) -> Result<Option<Company>, CrmError> {
         let resolved = self.resolved().await?;
         Ok(self

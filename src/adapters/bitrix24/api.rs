@@ -1923,6 +1923,22 @@ impl Crm for Bitrix24 {
         self.comment(entity.kind, &entity.id, text).await
     }
 
+    async fn notes(&self, entity: &EntityRef) -> Result<Vec<String>, CrmError> {
+        // `crm.timeline.comment.list` needs both ENTITY_ID and ENTITY_TYPE in the filter:
+        // https://dev.1c-bitrix.ru/rest_help/crm/timeline/comment/crm_timeline_comment_list.php
+        let params = json!({
+            "filter": {
+                "ENTITY_ID": numeric(&entity.id),
+                "ENTITY_TYPE": timeline_type(entity.kind, self.entity),
+            },
+            "select": ["ID", "COMMENT"],
+        });
+        let items = self
+            .list_all("crm.timeline.comment.list", params, rows)
+            .await?;
+        Ok(items.iter().map(|c| text(c, "COMMENT")).collect())
+    }
+
     async fn company(&self, id: &str) -> Result<Option<Company>, CrmError> {
         let resolved = self.resolved().await?;
         Ok(self

@@ -165,6 +165,9 @@ pub trait Crm: Send + Sync {
     async fn open_tasks(&self) -> Result<Vec<Task>, CrmError>;
     /// Adds a note (a timeline comment) to a record.
     async fn add_note(&self, entity: &EntityRef, text: &str) -> Result<(), CrmError>;
+    /// The texts of a record's notes (timeline comments), every page: how the robot finds
+    /// out, after its worker died in the middle of adding one, whether it got there.
+    async fn notes(&self, entity: &EntityRef) -> Result<Vec<String>, CrmError>;
     /// A company; `None` when it does not exist.
     async fn company(&self, id: &str) -> Result<Option<Company>, CrmError>;
     /// Sets mapped fields of a company.

@@ -13,8 +13,11 @@
 //!   know, so it is marked uncertain and not sent again;
 //! - e-mail: never sent again. Once its worker must be gone ([`LEASE`]) it is marked
 //!   uncertain, logged and noted on the lead, once;
-//! - a CRM write (task, note, move): done again after the lease (a move is the same move;
-//!   a task or a note may then be doubled);
+//! - a CRM write (task, note, move): after the lease, the CRM is asked first. A task for the
+//!   lead with the same text among its open tasks, or a note with the same text on the
+//!   lead, means it got there and the step is recorded done; otherwise it is made. A move
+//!   is simply made again (the same move). A task the manager completed within the lease
+//!   is not among the open ones and would be made again;
 //! - while the lease runs, the step is looked at again when it ends.
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -256,7 +259,16 @@ impl ChainEngine {
             return Ok(StepRun::InFlight(again));
         }
         let acted = self
-            .act(&decision.action, step, &lead, &names, &seen, &skey, now)
+            .act(
+                &decision.action,
+                step,
+                &lead,
+                &names,
+                &seen,
+                &skey,
+                now,
+                resume,
+            )
             .await;
         let from = StepState::Claimed;
         match acted {
@@ -445,6 +457,7 @@ impl ChainEngine {
         seen: &Seen,
         skey: &str,
         now: DateTime<Utc>,
+        resume: bool,
     ) -> Acted {
         match decided {
             Decided::Skip => Acted::Skipped("skipped".into()),
@@ -549,12 +562,39 @@ impl ChainEngine {
                     responsible_user_id: manager.clone(),
                     entity: EntityRef::lead(lead.id.clone()),
                 };
+                if resume {
+                    match self.crm.open_tasks().await {
+                        Ok(open) => {
+                            if let Some(made) = open
+                                .iter()
+                                .find(|t| t.entity == Some(task.entity.clone()) && t.text == *text)
+                            {
+                                return Acted::Done(format!(
+                                    "task {}, found in the CRM after its worker died",
+                                    made.id
+                                ));
+                            }
+                        }
+                        Err(e) => return crm_retry(e),
+                    }
+                }
                 match self.crm.create_task(&task).await {
                     Ok(id) => Acted::Done(format!("task {id}")),
                     Err(e) => crm_retry(e),
                 }
             }
             Decided::Note { text } => {
+                if resume {
+                    match self.crm.notes(&EntityRef::lead(lead.id.clone())).await {
+                        Ok(notes) if notes.iter().any(|n| n == text) => {
+                            return Acted::Done(
+                                "note, found in the CRM after its worker died".into(),
+                            );
+                        }
+                        Ok(_) => {}
+                        Err(e) => return crm_retry(e),
+                    }
+                }
                 match self
                     .crm
                     .add_note(&EntityRef::lead(lead.id.clone()), text)
