@@ -143,6 +143,7 @@ struct RawGate {
 struct RawLimits {
     per_minute: BTreeMap<String, Spanned<u32>>,
     per_client_per_day: u32,
+    lease: Option<Spanned<Span>>,
 }
 
 impl Default for RawLimits {
@@ -150,9 +151,13 @@ impl Default for RawLimits {
         RawLimits {
             per_minute: BTreeMap::new(),
             per_client_per_day: 1,
+            lease: None,
         }
     }
 }
+
+/// How long a claimed step may be at work when the file does not say.
+const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -311,6 +316,19 @@ impl Ctx<'_> {
                 }
             },
         };
+        let lease = match &raw.limits.lease {
+            None => DEFAULT_LEASE,
+            Some(s) => match s.get_ref().as_std() {
+                Some(d) if !d.is_zero() => d,
+                _ => {
+                    problems.push(self.at(
+                        s.span().start,
+                        "`lease` in [limits] is wall-clock time, like \"5m\"",
+                    ));
+                    DEFAULT_LEASE
+                }
+            },
+        };
         let account = Account::new(&raw.account, self.known.refusals);
         let mut chains: Vec<Chain> = Vec::new();
         let mut names = BTreeSet::new();
@@ -335,6 +353,7 @@ impl Ctx<'_> {
             throttle,
             session,
             stop_tag: raw.stop_tag.unwrap_or_default().trim().to_owned(),
+            lease,
         }
     }
 

@@ -160,6 +160,9 @@ pub struct Chains {
     pub session: Duration,
     /// The tag a manager puts on a lead to stop every chain on it.
     pub stop_tag: String,
+    /// How long a claimed step may be at work before its worker is taken for dead and the
+    /// step looked at again: longer than any send with its retries.
+    pub lease: Duration,
 }
 
 impl Chains {

@@ -99,6 +99,7 @@ fn chains(list: Vec<Chain>) -> Chains {
         throttle: Throttle::default(),
         session: Duration::from_secs(24 * 3600),
         stop_tag: "стоп робот".into(),
+        lease: Duration::from_secs(300),
     }
 }
 

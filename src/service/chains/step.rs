@@ -11,8 +11,8 @@
 //! - WhatsApp, claimed less than [`WAZZUP_GUARD`] ago: sent again with the same
 //!   `crmMessageId`; Wazzup answers "already sent" if the first one went. Later: nobody can
 //!   know, so it is marked uncertain and not sent again;
-//! - e-mail: never sent again. Once its worker must be gone ([`LEASE`]) it is marked
-//!   uncertain, logged and noted on the lead, once;
+//! - e-mail: never sent again. Once its worker must be gone (the lease, `[limits] lease`,
+//!   five minutes by default) it is marked uncertain, logged and noted on the lead, once;
 //! - a CRM write (task, note, move): after the lease, the CRM is asked first. A task for the
 //!   lead with the same text among its open tasks, or a note with the same text on the
 //!   lead, means it got there and the step is recorded done; otherwise it is made. A move
@@ -39,9 +39,6 @@ pub const EARLY: TimeDelta = TimeDelta::seconds(60);
 /// How long after a WhatsApp claim the same `crmMessageId` may be sent again: Wazzup
 /// recognises a repeat for 60 seconds; a margin is kept for clocks and the request's time.
 pub const WAZZUP_GUARD: TimeDelta = TimeDelta::seconds(50);
-/// How long a claimed step may be at work before its worker is taken for dead: longer than
-/// any send with its retries.
-pub const LEASE: TimeDelta = TimeDelta::minutes(5);
 /// How long the manager has for a task about a step the robot could not carry out.
 const FAILURE_TASK: TimeDelta = TimeDelta::hours(4);
 
@@ -153,10 +150,11 @@ impl ChainEngine {
             match r.state {
                 StepState::Claimed => {
                     let age = wall - r.claimed_at;
+                    let lease = self.lease();
                     if r.via == Channel::Wazzup.as_str() && age < WAZZUP_GUARD {
                         resume = true;
-                    } else if age < LEASE {
-                        let again = now + (LEASE - age);
+                    } else if age < lease {
+                        let again = now + (lease - age);
                         self.schedule(store, key, index, again, now, true).await?;
                         return Ok(StepRun::InFlight(again));
                     } else if r.via == "crm" {
@@ -222,7 +220,7 @@ impl ChainEngine {
         if let Some(settled) = settled_now {
             if store.claim_step(&skey, &settled).await?.is_some() {
                 // Another worker settled or claimed it between the look and now.
-                return Ok(StepRun::InFlight(now + LEASE));
+                return Ok(StepRun::InFlight(now + self.lease()));
             }
             if settled.state == StepState::Failed {
                 tracing::error!(key = %key, step = %step.title, why = %settled.detail, "a chain step cannot be carried out");
@@ -254,7 +252,7 @@ impl ChainEngine {
         {
             // Another worker took it between the look and the claim.
             self.give_back(store, slots).await?;
-            let again = now + LEASE;
+            let again = now + self.lease();
             tracing::debug!(key = %key, state = before.state.as_str(), "the step is another worker's");
             return Ok(StepRun::InFlight(again));
         }
@@ -447,6 +445,11 @@ impl ChainEngine {
     }
 
     /// Carries out what the step became.
+    /// How long a claimed step may be at work before its worker is taken for dead.
+    fn lease(&self) -> TimeDelta {
+        TimeDelta::from_std(self.chains.lease).unwrap_or(TimeDelta::minutes(5))
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn act(
         &self,
