@@ -7,6 +7,7 @@ mod support;
 
 mod bench;
 mod catchup;
+mod chain_restart;
 mod chains;
 mod check_config;
 mod crash;

@@ -120,8 +120,17 @@ impl ChainEngine {
         if let Some(s) = &record.stopped {
             return Ok(StepRun::Stopped(s.reason.clone()));
         }
+        let due_at = record.due_at;
         let e = record.enrolment;
         if e.next != index {
+            // The job of the step just done, delivered again: its worker may have died after
+            // saving the progress and before planning the next step, so the plan is made
+            // again. Its key is the first plan's, so where that one is queued this is a no-op.
+            if index + 1 == e.next
+                && let Some(due) = due_at
+            {
+                self.schedule(store, key, e.next, due, now, false).await?;
+            }
             return Ok(StepRun::Stale);
         }
         let Some(chain) = self.chains.chain(&e.chain) else {
@@ -154,7 +163,10 @@ impl ChainEngine {
                     if r.via == Channel::Wazzup.as_str() && age < WAZZUP_GUARD {
                         resume = true;
                     } else if age < lease {
-                        let again = now + (lease - age);
+                        // A second past the lease: a look a hair early would find it still
+                        // running and plan itself again for the same moment, whose job
+                        // key (the step and that second) is taken, and the step would stall.
+                        let again = now + (lease - age) + TimeDelta::seconds(1);
                         self.schedule(store, key, index, again, now, true).await?;
                         return Ok(StepRun::InFlight(again));
                     } else if r.via == "crm" {
