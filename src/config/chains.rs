@@ -303,32 +303,18 @@ impl Ctx<'_> {
             .unwrap_or_else(default_window);
         let gates = self.gates(&raw.priority, problems);
         let throttle = self.throttle(&raw.limits, problems);
-        let session = match &raw.whatsapp.session {
-            None => Duration::from_secs(24 * 3600),
-            Some(s) => match s.get_ref().as_std() {
-                Some(d) if !d.is_zero() => d,
-                _ => {
-                    problems.push(self.at(
-                        s.span().start,
-                        "`session` in [whatsapp] is wall-clock time, like \"24h\"",
-                    ));
-                    Duration::from_secs(24 * 3600)
-                }
-            },
-        };
-        let lease = match &raw.limits.lease {
-            None => DEFAULT_LEASE,
-            Some(s) => match s.get_ref().as_std() {
-                Some(d) if !d.is_zero() => d,
-                _ => {
-                    problems.push(self.at(
-                        s.span().start,
-                        "`lease` in [limits] is wall-clock time, like \"5m\"",
-                    ));
-                    DEFAULT_LEASE
-                }
-            },
-        };
+        let session = self.wall_clock(
+            raw.whatsapp.session.as_ref(),
+            "`session` in [whatsapp] is wall-clock time, like \"24h\"",
+            Duration::from_secs(24 * 3600),
+            problems,
+        );
+        let lease = self.wall_clock(
+            raw.limits.lease.as_ref(),
+            "`lease` in [limits] is wall-clock time, like \"5m\"",
+            DEFAULT_LEASE,
+            problems,
+        );
         let account = Account::new(&raw.account, self.known.refusals);
         let mut chains: Vec<Chain> = Vec::new();
         let mut names = BTreeSet::new();
@@ -354,6 +340,27 @@ impl Ctx<'_> {
             session,
             stop_tag: raw.stop_tag.unwrap_or_default().trim().to_owned(),
             lease,
+        }
+    }
+
+    /// A key of wall-clock time (hours, minutes: not business days, not 0), or `default`
+    /// when it is not set; `wrong` is said at the key when it is not such a time.
+    fn wall_clock(
+        &self,
+        key: Option<&Spanned<Span>>,
+        wrong: &str,
+        default: Duration,
+        problems: &mut Vec<Problem>,
+    ) -> Duration {
+        let Some(s) = key else {
+            return default;
+        };
+        match s.get_ref().as_std() {
+            Some(d) if !d.is_zero() => d,
+            _ => {
+                problems.push(self.at(s.span().start, wrong));
+                default
+            }
         }
     }
 

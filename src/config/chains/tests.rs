@@ -584,6 +584,14 @@ fn the_calendar_and_limits_are_checked() {
 }
 
 #[test]
+fn the_lease_is_wall_clock_time() {
+    let p = check_in("[limits]\nlease = \"1bd\"\n", &[]);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].message.contains("`lease` in [limits]"), "{p:#?}");
+    assert_eq!(p[0].line, Some(2));
+}
+
+#[test]
 fn a_misspelt_key_is_placed_with_the_near_one() {
     let toml = "[[chains]]\nname = \"a\"\ntriger = { tag = \"x\" }\n";
     let p = check_in(toml, &[]);
