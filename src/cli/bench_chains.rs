@@ -121,6 +121,9 @@ impl Crm for CountingCrm {
     async fn open_tasks(&self) -> Result<Vec<Task>, CrmError> {
         Ok(Vec::new())
     }
+    async fn tasks_changed(&self, _: i64) -> Result<Vec<Task>, CrmError> {
+        Ok(Vec::new())
+    }
     async fn add_note(&self, entity: &EntityRef, text: &str) -> Result<(), CrmError> {
         self.count(&entity.id, text);
         Ok(())
@@ -135,6 +138,9 @@ impl Crm for CountingCrm {
     }
     async fn company(&self, _: &str) -> Result<Option<Company>, CrmError> {
         Ok(None)
+    }
+    async fn companies_changed(&self, _: i64) -> Result<Vec<Company>, CrmError> {
+        Ok(Vec::new())
     }
     async fn update_company(&self, _: &str, _: &Fields) -> Result<(), CrmError> {
         Ok(())

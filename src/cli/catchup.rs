@@ -45,5 +45,10 @@ pub async fn run(dir: &Path, args: CatchupArgs) -> anyhow::Result<()> {
             .map(|t| t.to_rfc3339())
             .unwrap_or_default()
     );
+    println!(
+        "{} companies changed, {} events queued; {} tasks changed, {} events queued; {} of \
+         the robot's own changes left alone",
+        round.companies, round.found_companies, round.tasks, round.found_tasks, round.echoes
+    );
     Ok(())
 }

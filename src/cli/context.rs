@@ -626,7 +626,8 @@ impl Context {
             &account,
             entity,
             span(self.config.catchup.overlap),
-        );
+        )
+        .with_own_user(self.config.crm.robot_user_id.map(|id| id.to_string()));
         Ok(Some((catchup, every)))
     }
 }

@@ -9,8 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::event::{Event, EventKind, Source, dedup_key};
-use crate::domain::lead::Lead;
+use crate::domain::event::{Event, EventKind, Source, TaskAction, dedup_key};
+use crate::domain::lead::{Company, Lead};
+use crate::domain::task::{EntityKind, Task};
 
 /// What the robot last knew of a lead: enough to tell which events it missed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +109,97 @@ pub fn missed(
     events
 }
 
+/// The event a company's webhook would have brought (`contacts[update]` with
+/// `type=company` in amoCRM, `ONCRMCOMPANYUPDATE` in Bitrix24), given when the robot last
+/// saw it changed (`known_updated_at`; `None`: never seen). `None` when the robot is up to
+/// date. A company the robot never saw, unchanged since it was made, is a new one.
+pub fn missed_company(
+    source: Source,
+    account: &str,
+    company: &Company,
+    known_updated_at: Option<i64>,
+) -> Option<Event> {
+    let kind = match known_updated_at {
+        Some(known) if company.updated_at <= known => return None,
+        None if company.updated_at <= company.created_at => EventKind::CompanyCreated,
+        _ => EventKind::CompanyUpdated,
+    };
+    Some(Event {
+        source,
+        account: account.to_owned(),
+        dedup_key: dedup_key(
+            source,
+            account,
+            &entity_kind(source, "company", &kind),
+            &company.id,
+            &company.updated_at.to_string(),
+        ),
+        kind,
+        entity_id: company.id.clone(),
+        crm_entity: (source == Source::Bitrix24).then(|| "company".to_owned()),
+        occurred_at: Some(company.updated_at),
+        modified_by: company.updated_by.clone(),
+    })
+}
+
+/// The event a task's webhook would have brought (amoCRM's `task[add]` or `task[update]`):
+/// a task the robot never saw, unchanged since it was made, was added; any other change,
+/// completing it above all, is an update, which tells who was at the desk. `None` when the
+/// robot is up to date.
+pub fn missed_task(
+    source: Source,
+    account: &str,
+    task: &Task,
+    known_updated_at: Option<i64>,
+) -> Option<Event> {
+    let action = match known_updated_at {
+        Some(known) if task.updated_at <= known => return None,
+        None if task.updated_at <= task.created_at && !task.completed => TaskAction::Added,
+        _ => TaskAction::Updated,
+    };
+    let element_type = task.entity.as_ref().map(|e| {
+        match e.kind {
+            EntityKind::Lead => "lead",
+            EntityKind::Contact => "contact",
+            EntityKind::Company => "company",
+        }
+        .to_owned()
+    });
+    let kind = EventKind::TaskChanged {
+        action,
+        element_type,
+        element_id: task.entity.as_ref().map(|e| e.id.clone()),
+        responsible_user_id: Some(task.responsible_user_id.clone())
+            .filter(|r| !r.trim().is_empty()),
+        complete_till: (task.deadline > 0).then(|| task.deadline.to_string()),
+    };
+    Some(Event {
+        source,
+        account: account.to_owned(),
+        dedup_key: dedup_key(
+            source,
+            account,
+            &entity_kind(source, "task", &kind),
+            &task.id,
+            &task.updated_at.to_string(),
+        ),
+        kind,
+        entity_id: task.id.clone(),
+        crm_entity: (source == Source::Bitrix24).then(|| "task".to_owned()),
+        occurred_at: Some(task.updated_at),
+        modified_by: task.updated_by.clone(),
+    })
+}
+
+/// The kind part of a dedup key: amoCRM's webhooks key by the event's kind, Bitrix24's by
+/// the entity and the kind (`company_company_updated`).
+fn entity_kind(source: Source, entity: &str, kind: &EventKind) -> String {
+    match source {
+        Source::Bitrix24 => format!("{entity}_{}", kind.name()),
+        _ => kind.name().to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +261,88 @@ mod tests {
         );
         assert_eq!(edited[0].kind.name(), "lead_updated");
         assert_eq!(edited[0].crm_entity.as_deref(), Some("deal"));
+    }
+
+    fn company(created_at: i64, updated_at: i64) -> Company {
+        Company {
+            id: "41300001".into(),
+            name: "Ромашка".into(),
+            created_at,
+            updated_at,
+            updated_by: Some("10115308".into()),
+            ..Company::default()
+        }
+    }
+
+    #[test]
+    fn a_company_changed_since_the_robot_saw_it_is_an_update_keyed_like_its_webhook() {
+        let changed = missed_company(Source::Amocrm, "robotdemo", &company(100, 200), Some(150))
+            .expect("changed after the robot saw it");
+        assert_eq!(changed.kind, EventKind::CompanyUpdated);
+        assert_eq!(
+            changed.dedup_key,
+            "amocrm:robotdemo:company_updated:41300001:200"
+        );
+        assert_eq!(changed.modified_by.as_deref(), Some("10115308"));
+        assert!(
+            missed_company(Source::Amocrm, "robotdemo", &company(100, 200), Some(200)).is_none()
+        );
+        let new = missed_company(Source::Bitrix24, "p.bitrix24.ru", &company(100, 100), None)
+            .expect("never seen");
+        assert_eq!(new.kind, EventKind::CompanyCreated);
+        assert_eq!(new.crm_entity.as_deref(), Some("company"));
+    }
+
+    fn task(created_at: i64, updated_at: i64, completed: bool) -> Task {
+        Task {
+            id: "5001".into(),
+            kind: crate::domain::task::TaskKind::Call,
+            text: "Позвонить".into(),
+            deadline: 300,
+            responsible_user_id: "10115308".into(),
+            entity: Some(crate::domain::task::EntityRef::lead("31000001")),
+            completed,
+            created_at,
+            updated_at,
+            updated_by: Some("10115308".into()),
+        }
+    }
+
+    #[test]
+    fn a_task_completed_while_the_robot_was_away_is_an_update_by_who_completed_it() {
+        let done = missed_task(Source::Amocrm, "robotdemo", &task(100, 200, true), None)
+            .expect("never seen");
+        let EventKind::TaskChanged {
+            action,
+            element_type,
+            element_id,
+            ..
+        } = &done.kind
+        else {
+            panic!("{done:?}");
+        };
+        assert_eq!(*action, TaskAction::Updated);
+        assert_eq!(element_type.as_deref(), Some("lead"));
+        assert_eq!(element_id.as_deref(), Some("31000001"));
+        assert_eq!(done.occurred_at, Some(200));
+        assert_eq!(done.modified_by.as_deref(), Some("10115308"));
+        assert_eq!(done.dedup_key, "amocrm:robotdemo:task_changed:5001:200");
+        let added = missed_task(Source::Amocrm, "robotdemo", &task(100, 100, false), None).unwrap();
+        assert!(matches!(
+            added.kind,
+            EventKind::TaskChanged {
+                action: TaskAction::Added,
+                ..
+            }
+        ));
+        assert!(
+            missed_task(
+                Source::Amocrm,
+                "robotdemo",
+                &task(100, 200, true),
+                Some(200)
+            )
+            .is_none()
+        );
     }
 }

@@ -74,6 +74,15 @@ pub struct Company {
     /// Mapped custom fields (INN, OKVED, turnover…).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: Fields,
+    /// When it was created, Unix seconds (0 when the CRM did not say).
+    #[serde(default)]
+    pub created_at: i64,
+    /// When it last changed, Unix seconds (0 when the CRM did not say).
+    #[serde(default)]
+    pub updated_at: i64,
+    /// The CRM user who changed it last, when the CRM says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
 }
 
 /// A lead (amoCRM) or deal (Bitrix24).

@@ -3,6 +3,7 @@
 pub mod catchup;
 pub mod chains;
 pub mod condition;
+pub mod echo;
 pub mod event;
 pub mod lead;
 pub mod ledger;

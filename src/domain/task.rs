@@ -80,6 +80,15 @@ pub struct Task {
     pub entity: Option<EntityRef>,
     /// Whether it is done.
     pub completed: bool,
+    /// When it was created, Unix seconds (0 when the CRM did not say).
+    #[serde(default)]
+    pub created_at: i64,
+    /// When it last changed (completed, moved), Unix seconds (0 when the CRM did not say).
+    #[serde(default)]
+    pub updated_at: i64,
+    /// The CRM user who changed it last, when the CRM says: who completed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
 }
 
 /// A named thing of the account: a stage, a loss reason, a pipeline.

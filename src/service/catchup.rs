@@ -1,7 +1,8 @@
-//! The catch-up round: read through the CRM what changed since the watermark, and queue
-//! the events no webhook brought, oldest first. The watermark moves only past leads whose
-//! events are durably queued, so a crash in the middle repeats part of a round (the dedup
-//! keys and the idempotent handlers absorb it) and loses nothing.
+//! The catch-up round: read through the CRM the leads, then the companies, then the tasks
+//! changed since their watermarks, and queue the events no webhook brought, oldest first.
+//! Each watermark moves only past records whose events are durably queued, so a crash in
+//! the middle repeats part of a round (the dedup keys and the idempotent handlers absorb it)
+//! and loses nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters::crm::{Crm, CrmError, LeadFilter};
 use crate::adapters::store::{Enqueued, Store, StoreError};
-use crate::domain::catchup::{Known, missed};
-use crate::domain::event::Source;
-use crate::domain::lead::Lead;
+use crate::domain::catchup::{Known, missed, missed_company, missed_task};
+use crate::domain::echo::is_own_echo;
+use crate::domain::event::{Event, Source};
+use crate::domain::lead::{Company, Lead};
 use crate::service::jobs::Jobs;
 
 /// The counter of events found by catch-up that no webhook had brought.
@@ -22,6 +24,8 @@ pub const EVENTS_FOUND: &str = "robot_catchup_events_total";
 pub const WATERMARK_LAG: &str = "robot_catchup_watermark_lag_seconds";
 
 const WATERMARK: &str = "catchup:watermark";
+const COMPANIES_WATERMARK: &str = "catchup:watermark:companies";
+const TASKS_WATERMARK: &str = "catchup:watermark:tasks";
 const LOCK: &str = "catchup:lock";
 
 /// Why a round failed (it is tried again at the next one).
@@ -40,10 +44,20 @@ pub enum CatchUpError {
 pub struct Round {
     /// Leads the CRM listed as changed.
     pub leads: usize,
-    /// Events queued that no webhook had queued before.
+    /// Events about leads queued that no webhook had queued before.
     pub found: usize,
-    /// The watermark after the round, Unix seconds.
+    /// The leads' watermark after the round, Unix seconds.
     pub watermark: i64,
+    /// Companies the CRM listed as changed.
+    pub companies: usize,
+    /// Events about companies queued that no webhook had queued before.
+    pub found_companies: usize,
+    /// Tasks the CRM listed as changed.
+    pub tasks: usize,
+    /// Events about tasks queued that no webhook had queued before.
+    pub found_tasks: usize,
+    /// Changes the robot made itself, not queued.
+    pub echoes: usize,
 }
 
 /// The catch-up of one CRM account.
@@ -54,6 +68,7 @@ pub struct CatchUp {
     account: String,
     crm_entity: Option<String>,
     overlap: Duration,
+    own_user: Option<String>,
 }
 
 /// Where the robot keeps what it last knew of a lead.
@@ -66,6 +81,39 @@ pub fn known_key(source: Source, lead_id: &str) -> String {
 pub async fn remember(store: &Store, source: Source, lead: &Lead) -> Result<(), StoreError> {
     let known = serde_json::to_string(&Known::of(lead))?;
     store.set_value(&known_key(source, &lead.id), &known).await
+}
+
+/// Where the robot keeps when it last saw a company changed.
+fn known_company_key(source: Source, id: &str) -> String {
+    format!("known:{source}:company:{id}")
+}
+
+/// Where the robot keeps when it last saw a task changed.
+fn known_task_key(source: Source, id: &str) -> String {
+    format!("known:{source}:task:{id}")
+}
+
+/// Notes that the robot has seen a company as it is now, so that catch-up does not bring
+/// the same change again.
+pub async fn remember_company(
+    store: &Store,
+    source: Source,
+    company: &Company,
+) -> Result<(), StoreError> {
+    store
+        .set_value(
+            &known_company_key(source, &company.id),
+            &company.updated_at.to_string(),
+        )
+        .await
+}
+
+async fn stored_time(store: &Store, key: &str) -> Result<Option<i64>, StoreError> {
+    Ok(store.value(key).await?.and_then(|v| v.parse::<i64>().ok()))
+}
+
+async fn watermark_or(store: &Store, key: &str, or: i64) -> Result<i64, StoreError> {
+    Ok(stored_time(store, key).await?.unwrap_or(or))
 }
 
 impl CatchUp {
@@ -88,37 +136,43 @@ impl CatchUp {
             account: account.to_owned(),
             crm_entity: crm_entity.map(str::to_owned),
             overlap,
+            own_user: None,
         }
+    }
+
+    /// The CRM user the robot writes as (`crm.robot_user_id`): changes it made itself are
+    /// its own echoes, noted as known and not queued.
+    pub fn with_own_user(mut self, id: Option<String>) -> CatchUp {
+        self.own_user = id.filter(|id| !id.trim().is_empty());
+        self
     }
 
     /// Sets the watermark: the next round reads changes from `at` on.
     pub async fn start_from(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.jobs
-            .store()
-            .set_value(WATERMARK, &at.timestamp().to_string())
-            .await
+        let at = at.timestamp().to_string();
+        for key in [WATERMARK, COMPANIES_WATERMARK, TASKS_WATERMARK] {
+            self.jobs.store().set_value(key, &at).await?;
+        }
+        Ok(())
     }
 
     /// One round. The first round ever only sets the watermark to `now`: the robot does
     /// not replay an account's whole past unless told where to start.
     pub async fn round(&self, now: DateTime<Utc>) -> Result<Round, CatchUpError> {
         let store = self.jobs.store();
-        let Some(mut watermark) = store
-            .value(WATERMARK)
-            .await?
-            .and_then(|v| v.parse::<i64>().ok())
-        else {
+        let Some(mut watermark) = stored_time(store, WATERMARK).await? else {
             self.start_from(now).await?;
             return Ok(Round {
                 watermark: now.timestamp(),
                 ..Round::default()
             });
         };
-        let from = watermark - self.overlap.as_secs() as i64;
+        // A store from before companies and tasks were read starts them at the leads' mark.
+        let started = watermark;
         let mut leads = self
             .crm
             .leads(&LeadFilter {
-                updated_from: Some(from),
+                updated_from: Some(self.back(watermark)),
                 ..LeadFilter::default()
             })
             .await?;
@@ -140,10 +194,7 @@ impl CatchUp {
                 lead,
                 known.as_ref(),
             ) {
-                if self.jobs.enqueue(&event).await? == Enqueued::New {
-                    round.found += 1;
-                    ::metrics::counter!(EVENTS_FOUND, "kind" => event.kind.name()).increment(1);
-                }
+                round.found += usize::from(self.enqueue(&event, &mut round).await?);
             }
             remember(store, self.source, lead).await?;
             if lead.updated_at > watermark {
@@ -151,9 +202,78 @@ impl CatchUp {
                 store.set_value(WATERMARK, &watermark.to_string()).await?;
             }
         }
+        self.lag("leads", now, watermark);
+
+        let mark = watermark_or(store, COMPANIES_WATERMARK, started).await?;
+        let mut companies = self.crm.companies_changed(self.back(mark)).await?;
+        companies.sort_by_key(|c| (c.updated_at, c.id.clone()));
+        round.companies = companies.len();
+        let mut mark_now = mark;
+        for company in &companies {
+            let key = known_company_key(self.source, &company.id);
+            let known = stored_time(store, &key).await?;
+            if let Some(event) = missed_company(self.source, &self.account, company, known) {
+                round.found_companies += usize::from(self.enqueue(&event, &mut round).await?);
+            }
+            remember_company(store, self.source, company).await?;
+            mark_now = self
+                .advance(COMPANIES_WATERMARK, mark_now, company.updated_at)
+                .await?;
+        }
+        self.lag("companies", now, mark_now);
+
+        let mark = watermark_or(store, TASKS_WATERMARK, started).await?;
+        let mut tasks = self.crm.tasks_changed(self.back(mark)).await?;
+        tasks.sort_by_key(|t| (t.updated_at, t.id.clone()));
+        round.tasks = tasks.len();
+        let mut mark_now = mark;
+        for task in &tasks {
+            let key = known_task_key(self.source, &task.id);
+            let known = stored_time(store, &key).await?;
+            if let Some(event) = missed_task(self.source, &self.account, task, known) {
+                round.found_tasks += usize::from(self.enqueue(&event, &mut round).await?);
+            }
+            store.set_value(&key, &task.updated_at.to_string()).await?;
+            mark_now = self
+                .advance(TASKS_WATERMARK, mark_now, task.updated_at)
+                .await?;
+        }
+        self.lag("tasks", now, mark_now);
         round.watermark = watermark;
-        ::metrics::gauge!(WATERMARK_LAG).set((now.timestamp() - watermark).max(0) as f64);
         Ok(round)
+    }
+
+    /// Queues one event; true when no webhook had queued it before. The robot's own echo
+    /// is not queued: nothing is to be decided on it.
+    async fn enqueue(&self, event: &Event, round: &mut Round) -> Result<bool, StoreError> {
+        if is_own_echo(event, self.own_user.as_deref()) {
+            round.echoes += 1;
+            return Ok(false);
+        }
+        let new = self.jobs.enqueue(event).await? == Enqueued::New;
+        if new {
+            ::metrics::counter!(EVENTS_FOUND, "kind" => event.kind.name()).increment(1);
+        }
+        Ok(new)
+    }
+
+    /// Where a read from the watermark `mark` starts: `overlap` before it.
+    fn back(&self, mark: i64) -> i64 {
+        mark - self.overlap.as_secs() as i64
+    }
+
+    /// Moves the watermark `key` from `mark` to `to` when that is later.
+    async fn advance(&self, key: &str, mark: i64, to: i64) -> Result<i64, StoreError> {
+        if to <= mark {
+            return Ok(mark);
+        }
+        self.jobs.store().set_value(key, &to.to_string()).await?;
+        Ok(to)
+    }
+
+    fn lag(&self, entity: &'static str, now: DateTime<Utc>, mark: i64) {
+        ::metrics::gauge!(WATERMARK_LAG, "entity" => entity)
+            .set((now.timestamp() - mark).max(0) as f64);
     }
 
     /// Runs a round every `every` until `stop`, one replica at a time (a lock in the store).
@@ -169,6 +289,11 @@ impl CatchUp {
                         Ok(r) => tracing::info!(
                             leads = r.leads,
                             found = r.found,
+                            companies = r.companies,
+                            found_companies = r.found_companies,
+                            tasks = r.tasks,
+                            found_tasks = r.found_tasks,
+                            echoes = r.echoes,
                             watermark = r.watermark,
                             "catch-up round"
                         ),

@@ -106,6 +106,10 @@ impl EventHandler for LoadEntity {
                 }
                 Some(Record::Company(id)) => {
                     let found = self.crm.company(&id).await.map_err(crm_error)?;
+                    if let Some(company) = &found {
+                        crate::service::catchup::remember_company(store, self.source, company)
+                            .await?;
+                    }
                     tracing::info!(company = %id, found = found.is_some(), "company loaded");
                 }
                 None => {}

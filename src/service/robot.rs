@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 
 use crate::adapters::crm::Crm;
 use crate::adapters::store::Store;
+use crate::domain::echo::is_own_echo;
 use crate::domain::event::{Event, EventKind, Source};
 use crate::domain::presence::heard_from_crm;
 use crate::service::catchup::remember;
@@ -68,11 +69,7 @@ impl Robot {
     }
 
     fn is_own_echo(&self, event: &Event) -> bool {
-        matches!(
-            event.kind,
-            EventKind::LeadUpdated { .. } | EventKind::LeadResponsibleChanged { .. }
-        ) && self.own_user.is_some()
-            && event.modified_by == self.own_user
+        is_own_echo(event, self.own_user.as_deref())
     }
 
     /// The same robot running the follow-up chains of `engine` too.
@@ -148,8 +145,8 @@ impl EventHandler for Robot {
                         }
                     }
                 }
-                (_, Some(Record::Lead(id))) if self.is_own_echo(event) => {
-                    tracing::debug!(lead = %id, "the echo of the robot's own write: not read again");
+                (_, Some(_)) if self.is_own_echo(event) => {
+                    tracing::debug!(entity = %event.entity_id, kind = event.kind.name(), "the echo of the robot's own write: not read again");
                     ::metrics::counter!(ECHOES).increment(1);
                 }
                 (EventKind::ClientReplied { .. }, _) => {

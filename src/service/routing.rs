@@ -37,6 +37,13 @@ pub const ROUTED: &str = "robot_routing_leads_total";
 pub const PENDING: &str = "robot_routing_pending";
 
 const DRAIN_LOCK: &str = "routing:drain";
+/// Set by a worker that found the drain busy: the one draining may have read the managers
+/// before the change that worker brought, so it goes round once more.
+const DRAIN_AGAIN: &str = "routing:drain:again";
+/// A drain goes round at most this often in a row; the periodic drain does the rest.
+const DRAIN_ROUNDS: usize = 4;
+/// How long a drain waits for the leads whose own job held them when it first looked.
+const BUSY_WAIT: Duration = Duration::from_secs(3);
 /// One worker at a time decides for a lead; a worker that dies holding it lets go after
 /// this, and the lead's job, delivered again, finishes it.
 const LEAD_LOCK: Duration = Duration::from_secs(60);
@@ -672,14 +679,35 @@ impl RouteLeads {
 
     /// Looks at every waiting lead again, priority 1 first, then the oldest: those someone
     /// can take now are handed out. One worker at a time does it; the others skip.
+    ///
+    /// A drain that finds another one running asks it to go round again rather than
+    /// skipping: the other may have read the managers before the change that caused this
+    /// one, and the lead that change frees would otherwise wait for the periodic drain.
     pub async fn drain(&self, store: &Store) -> Result<Drained, HandlerError> {
-        let now = self.now();
-        let Some(token) = store.try_lock(DRAIN_LOCK, Duration::from_secs(60)).await? else {
-            return Ok(Drained::default());
-        };
-        let result = self.drain_locked(store, now).await;
-        store.unlock(DRAIN_LOCK, &token).await?;
-        result
+        let mut total = Drained::default();
+        for _ in 0..DRAIN_ROUNDS {
+            let token = match store.try_lock(DRAIN_LOCK, Duration::from_secs(60)).await? {
+                Some(token) => token,
+                None => {
+                    store.set_value(DRAIN_AGAIN, "1").await?;
+                    // The other may have finished between the two looks and missed the flag.
+                    match store.try_lock(DRAIN_LOCK, Duration::from_secs(60)).await? {
+                        Some(token) => token,
+                        None => return Ok(total),
+                    }
+                }
+            };
+            store.remove_value(DRAIN_AGAIN).await?;
+            let result = self.drain_locked(store, self.now()).await;
+            store.unlock(DRAIN_LOCK, &token).await?;
+            let drained = result?;
+            total.assigned.extend(drained.assigned);
+            total.still_waiting = drained.still_waiting;
+            if store.value(DRAIN_AGAIN).await?.is_none() {
+                break;
+            }
+        }
+        Ok(total)
     }
 
     async fn drain_locked(
@@ -694,23 +722,58 @@ impl RouteLeads {
             return Ok(drained);
         }
         let mut snapshot = self.snapshot(store, now).await?;
+        let mut busy = Vec::new();
         for p in pending {
-            let Some(token) = store.try_lock(&lead_lock(&p.lead_id), LEAD_LOCK).await? else {
-                // Its own job is deciding for it right now.
-                drained.still_waiting += 1;
-                continue;
-            };
-            let result = self.drain_one(&p, &mut snapshot, store, now).await;
-            store.unlock(&lead_lock(&p.lead_id), &token).await?;
-            match result? {
-                Some(Routed::Assigned { manager, .. }) => drained.assigned.push(manager),
-                Some(Routed::AlreadyGiven { manager }) => drained.assigned.push(manager),
-                Some(Routed::Waiting { .. }) => drained.still_waiting += 1,
-                _ => {}
+            match store.try_lock(&lead_lock(&p.lead_id), LEAD_LOCK).await? {
+                Some(token) => {
+                    self.drain_locked_one(&p, token, &mut snapshot, store, now, &mut drained)
+                        .await?
+                }
+                // Its own job is deciding for it right now; look again when the rest is done.
+                None => busy.push(p),
             }
         }
+        // A lead's own job holds it briefly, and on a waiting lead it only notes what
+        // changed: once it lets go, this drain decides for it with what it read.
+        let deadline = tokio::time::Instant::now() + BUSY_WAIT;
+        while !busy.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut still = Vec::new();
+            for p in busy {
+                match store.try_lock(&lead_lock(&p.lead_id), LEAD_LOCK).await? {
+                    Some(token) => {
+                        self.drain_locked_one(&p, token, &mut snapshot, store, now, &mut drained)
+                            .await?
+                    }
+                    None => still.push(p),
+                }
+            }
+            busy = still;
+        }
+        drained.still_waiting += busy.len();
         ::metrics::gauge!(PENDING).set(drained.still_waiting as f64);
         Ok(drained)
+    }
+
+    /// Decides for one waiting lead whose lock this drain holds, and lets go of it.
+    async fn drain_locked_one(
+        &self,
+        p: &crate::adapters::store::Pending,
+        token: String,
+        snapshot: &mut Snapshot,
+        store: &Store,
+        now: DateTime<Utc>,
+        drained: &mut Drained,
+    ) -> Result<(), HandlerError> {
+        let result = self.drain_one(p, snapshot, store, now).await;
+        store.unlock(&lead_lock(&p.lead_id), &token).await?;
+        match result? {
+            Some(Routed::Assigned { manager, .. }) => drained.assigned.push(manager),
+            Some(Routed::AlreadyGiven { manager }) => drained.assigned.push(manager),
+            Some(Routed::Waiting { .. }) => drained.still_waiting += 1,
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Looks at one waiting lead again, under its lock.

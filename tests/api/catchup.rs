@@ -14,11 +14,11 @@ use sales_robot::service::scoring::ScoreLeads;
 use serde_json::json;
 
 use crate::helpers::{Backend, TestApp, eventually, spawn_app_with};
-use crate::routing::{all_writes, online, responsible, robot_with, tasks_of};
+use crate::routing::{all_writes, eleven, online, responsible, robot_with, tasks_of};
 use crate::scoring::{added, amo_client, setup, writes};
 use crate::support::amocrm::{
-    AmoEmulator, FIELD_BRAND, NewLead, PIPELINE_SALES, STATUS_FIRST_CONTACT, STATUS_QUALIFICATION,
-    USER_ELENA, USER_IVAN, USER_MARIA,
+    AmoEmulator, COMPANY_ROMASHKA, FIELD_BRAND, NewLead, PIPELINE_SALES, STATUS_FIRST_CONTACT,
+    STATUS_QUALIFICATION, USER_ELENA, USER_IVAN, USER_MARIA, USER_ROBOT,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,9 +218,10 @@ async fn two_hundred_lost_leads_are_scored_and_routed_once_at_the_rate_limit() {
         started.elapsed().as_secs_f64()
     );
     let refused = amo.too_many_requests();
-    // The list (one page) and the account's lead fields (read once), then per lead: its
-    // read, the score, the responsible user, the task and the note.
-    let needed = 2 + 200 * 5;
+    // The lists (the leads, one page; the companies and the tasks changed since, one page
+    // each) and the account's lead fields (read once), then per lead: its read, the score,
+    // the responsible user, the task and the note.
+    let needed = 4 + 200 * 5;
     // The first request goes at once; each of the others waits its turn.
     let floor = (needed - 1) as f64 / 7.0;
     println!(
@@ -358,4 +359,93 @@ async fn a_change_seen_by_the_webhook_and_the_catch_up_is_handled_once() {
     );
     assert_eq!(lead_reads(&amo, mark), 50, "each change handled once");
     app.stop().await;
+}
+
+/// Companies and tasks changed while the robot was down are found too. A task Maria
+/// completed in amoCRM tells the robot she is at her desk, so the lead that waited for a
+/// manager goes to her; a company change the webhook brought is not brought again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn companies_and_tasks_changed_while_down_are_caught_up_once() {
+    for backend in [Backend::Redis, Backend::Sqlite] {
+        let amo = AmoEmulator::start().await;
+        amo.disable_rate_limit();
+        amo.set_api_user(USER_ROBOT);
+        let crm: Arc<dyn Crm> = Arc::new(amo_client(&amo).await.with_rate(Rate {
+            per_second: 1000.0,
+            burst: 50,
+        }));
+        let app = robot_with(crm.clone(), backend).await;
+        let catchup = amo_catchup(crm, &app).with_own_user(Some(USER_ROBOT.to_string()));
+        // The routing's clock stands at 11:00 in Moscow; the robot went down at 10:00.
+        let t0 = eleven().timestamp() - 3_600;
+        catchup
+            .start_from(eleven() - chrono::Duration::hours(1))
+            .await
+            .unwrap();
+        let lead = amo.seed_lead(
+            NewLead::new("Аппараты для цеха")
+                .price(900_000)
+                .responsible(USER_ELENA)
+                .field(FIELD_BRAND, json!("Сварог"))
+                .created_at(t0 + 600)
+                .updated_at(t0 + 600),
+        );
+        let task = amo.seed_task(lead, USER_MARIA, t0 + 900);
+        let round = catchup.round(eleven()).await.unwrap();
+        settle(&app).await;
+        assert_eq!(
+            (round.found, round.tasks, round.found_tasks),
+            (1, 1, 1),
+            "{backend:?}: {round:?}"
+        );
+        settle(&app).await;
+        assert_eq!(
+            responsible(&amo, lead),
+            USER_ELENA,
+            "{backend:?}: no manager at the desk yet, the lead waits"
+        );
+
+        // Maria completes the task at 11:00; a manager renames two companies, and only the
+        // first rename's webhook arrives.
+        amo.complete_task_as(task, USER_MARIA, eleven().timestamp());
+        amo.edit_company(COMPANY_ROMASHKA, "ООО «Ромашка»", USER_IVAN);
+        let hooked = amo.seed_company("ООО «Лютик»");
+        amo.edit_company(hooked, "ООО «Лютик-М»", USER_IVAN);
+        let at = amo.now();
+        let hook = format!(
+            "contacts[update][0][id]={hooked}&contacts[update][0][type]=company\
+             &contacts[update][0][last_modified]={at}&account[subdomain]=robotdemo&account[id]=29876543"
+        );
+        assert_eq!(app.post_amocrm(hook).await.status(), 200);
+        settle(&app).await;
+        let round = catchup.round(eleven()).await.unwrap();
+        assert_eq!(
+            (round.companies, round.found_companies),
+            (2, 1),
+            "{backend:?}: only the rename no webhook brought: {round:?}"
+        );
+        assert_eq!((round.tasks, round.found_tasks), (1, 1), "{backend:?}");
+        settle(&app).await;
+        assert_eq!(
+            responsible(&amo, lead),
+            USER_MARIA,
+            "{backend:?}: the completed task put Maria at her desk"
+        );
+        assert_eq!(
+            tasks_of(&amo, lead).len(),
+            2,
+            "{backend:?}: hers and the robot's"
+        );
+        let again = catchup.round(eleven()).await.unwrap();
+        assert_eq!(
+            (again.found, again.found_companies, again.found_tasks),
+            (0, 0, 0),
+            "{backend:?}: nothing a person did: {again:?}"
+        );
+        assert_eq!(
+            again.echoes, 2,
+            "{backend:?}: the robot's own hand-over and task are its echoes: {again:?}"
+        );
+        app.stop().await;
+    }
 }

@@ -48,11 +48,22 @@ async fn catchup_since_queues_what_no_webhook_brought_once() {
         "{}",
         text(&second)
     );
+    // The account's one company (Ромашка, changed yesterday) is read too.
+    assert!(
+        text(&first).contains("1 companies changed, 1 events queued"),
+        "{}",
+        text(&first)
+    );
+    assert!(
+        text(&second).contains("1 companies changed, 0 events queued"),
+        "{}",
+        text(&second)
+    );
     let store = robot.store().await;
     let queue = store.queue_name("handle_event");
     assert_eq!(
         store.queue_depth(&queue).await.unwrap(),
-        5,
-        "five jobs wait for a worker"
+        6,
+        "five leads and a company wait for a worker"
     );
 }

@@ -588,3 +588,45 @@ async fn a_client_with_more_leads_than_a_page_gets_them_all() {
     );
     assert_eq!(amo.api_request_count() - before, 3);
 }
+
+/// The catch-up's reads: companies and tasks changed since a moment, each with who changed
+/// it last, and nothing older.
+#[tokio::test]
+async fn companies_and_tasks_changed_since_are_listed_with_who_changed_them() {
+    let amo = AmoEmulator::start().await;
+    let crm = long_lived(&amo).await;
+    let lead = amo.seed_lead(NewLead::new("Заявка"));
+    let old_task = amo.seed_task(lead, emu::USER_MARIA, amo.now() - 7_200);
+    let since = amo.now() - 60;
+    amo.edit_company(
+        emu::COMPANY_ROMASHKA,
+        "ООО «Ромашка и сыновья»",
+        emu::USER_MARIA,
+    );
+    let task = amo.seed_task(lead, emu::USER_MARIA, amo.now() - 600);
+    amo.complete_task_as(task, emu::USER_MARIA, amo.now());
+
+    let companies = crm.companies_changed(since).await.unwrap();
+    assert_eq!(companies.len(), 1, "{companies:?}");
+    let romashka = &companies[0];
+    assert_eq!(romashka.id, emu::COMPANY_ROMASHKA.to_string());
+    assert_eq!(romashka.name, "ООО «Ромашка и сыновья»");
+    assert_eq!(
+        romashka.updated_by.as_deref(),
+        Some(emu::USER_MARIA.to_string().as_str())
+    );
+    assert!(romashka.updated_at >= since && romashka.created_at < since);
+
+    let tasks = crm.tasks_changed(since).await.unwrap();
+    let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, [task.to_string()], "only the task changed since");
+    assert!(!ids.contains(&old_task.to_string().as_str()));
+    let done = &tasks[0];
+    assert!(done.completed, "a completed task is listed too");
+    assert_eq!(done.entity, Some(EntityRef::lead(lead.to_string())));
+    assert_eq!(
+        done.updated_by.as_deref(),
+        Some(emu::USER_MARIA.to_string().as_str())
+    );
+    assert!(done.updated_at > done.created_at);
+}

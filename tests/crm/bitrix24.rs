@@ -1080,3 +1080,69 @@ async fn a_client_history_on_a_lead_portal_is_its_crm_leads() {
         [junk.to_string()]
     );
 }
+
+/// The catch-up's reads: companies and the robot's kind of to-dos changed since a moment,
+/// each with who changed it last, done ones included, and nothing older.
+#[tokio::test]
+async fn companies_and_to_dos_changed_since_are_listed_with_who_changed_them() {
+    let emu = B24Emulator::start().await;
+    let maria = emu.add_user(json!({"NAME": "Мария", "LAST_NAME": "Иванова"}));
+    let deal = emu.seed_deal(json!({"TITLE": "Заявка"})).to_string();
+    let now = chrono::Utc::now();
+    let stamp = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339();
+    let since = (now - chrono::Duration::seconds(60)).timestamp();
+    emu.edit_company(
+        SVARKA,
+        json!({"TITLE": "ООО «Сварка-Про»", "MODIFY_BY_ID": maria}),
+    );
+    let old = emu.seed_activity(json!({"OWNER_TYPE_ID": 2, "OWNER_ID": deal,
+        "CREATED": stamp(now - chrono::Duration::hours(3)),
+        "LAST_UPDATED": stamp(now - chrono::Duration::hours(2))}));
+    let done = emu.seed_activity(json!({"OWNER_TYPE_ID": 2, "OWNER_ID": deal,
+        "RESPONSIBLE_ID": maria, "COMPLETED": "Y", "EDITOR_ID": maria,
+        "CREATED": stamp(now - chrono::Duration::hours(1)), "LAST_UPDATED": stamp(now)}));
+    let call = emu.seed_activity(json!({"TYPE_ID": 2, "PROVIDER_ID": "VOXIMPLANT_CALL",
+        "OWNER_TYPE_ID": 2, "OWNER_ID": deal, "LAST_UPDATED": stamp(now)}));
+
+    let crm = client(&emu).await;
+    let companies = crm.companies_changed(since).await.unwrap();
+    let ids: Vec<&str> = companies.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, [SVARKA.to_string()], "only the company changed since");
+    assert_eq!(companies[0].name, "ООО «Сварка-Про»");
+    assert_eq!(
+        companies[0].updated_by.as_deref(),
+        Some(maria.to_string().as_str())
+    );
+    assert!(companies[0].updated_at >= since);
+
+    let tasks = crm.tasks_changed(since).await.unwrap();
+    let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [done.to_string()],
+        "not {old} (older), not {call} (a call)"
+    );
+    let task = &tasks[0];
+    assert!(task.completed);
+    assert_eq!(task.entity, Some(EntityRef::lead(&deal)));
+    assert_eq!(task.updated_by.as_deref(), Some(maria.to_string().as_str()));
+    assert!(task.updated_at > task.created_at);
+
+    // Through tasks.task.list: a task the robot completes is listed as done by the robot.
+    let crm = webhook(&emu, store(false).await, TodoVia::Task);
+    let task_id = crm
+        .create_task(&call_task(now.timestamp(), &deal))
+        .await
+        .unwrap();
+    crm.complete_task(&task_id, "Дозвонились").await.unwrap();
+    let tasks = crm.tasks_changed(since).await.unwrap();
+    let task = tasks.iter().find(|t| t.id == task_id).expect("listed");
+    assert!(task.completed, "{task:?}");
+    assert_eq!(task.updated_by.as_deref(), Some("1"));
+    assert!(
+        crm.tasks_changed(now.timestamp() + 3_600)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

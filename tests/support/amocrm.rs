@@ -69,6 +69,10 @@ pub const SUBDOMAIN: &str = "robotdemo";
 pub const USER_ELENA: i64 = 10_091_426;
 pub const USER_IVAN: i64 = 10_091_431;
 pub const USER_MARIA: i64 = 10_115_308;
+/// A technical user an account creates for the integration, so that the robot's writes
+/// can be told from a person's: amoCRM stamps an API write with the user who authorised
+/// the integration (`modified_user_id`, `updated_by`).
+pub const USER_ROBOT: i64 = 8_100_001;
 
 pub const PIPELINE_SALES: i64 = 7_249_526;
 pub const STATUS_UNSORTED: i64 = 60_456_938;
@@ -328,6 +332,54 @@ impl AmoEmulator {
         self.lock().seed_company(name)
     }
 
+    /// A manager renames a company in amoCRM's own interface, at the emulator's now: it
+    /// shows as changed by `user`, and no webhook is sent.
+    pub fn edit_company(&self, id: i64, name: &str, user: i64) {
+        let mut acc = self.lock();
+        let now = acc.now();
+        let company = acc.companies.get_mut(&id).expect("a seeded company");
+        company.name = name.to_owned();
+        company.updated_by = user;
+        company.updated_at = now;
+    }
+
+    /// A call task on a lead, made in amoCRM's interface by `user` for `responsible` at
+    /// `at` (Unix seconds); returns its id.
+    pub fn seed_task(&self, lead: i64, responsible: i64, at: i64) -> i64 {
+        let mut acc = self.lock();
+        let id = acc.new_id();
+        acc.tasks.insert(
+            id,
+            Task {
+                id,
+                text: "Перезвонить".to_owned(),
+                responsible_user_id: responsible,
+                created_by: responsible,
+                updated_by: responsible,
+                created_at: at,
+                updated_at: at,
+                entity_id: Some(lead),
+                entity_type: Some("leads".to_owned()),
+                duration: 0,
+                is_completed: false,
+                task_type_id: TASK_TYPE_FOLLOW_UP,
+                result: None,
+                complete_till: at + 3_600,
+            },
+        );
+        id
+    }
+
+    /// `user` completes a task in amoCRM's interface at `at`; no webhook is sent.
+    pub fn complete_task_as(&self, id: i64, user: i64, at: i64) {
+        let mut acc = self.lock();
+        let task = acc.tasks.get_mut(&id).expect("a seeded task");
+        task.is_completed = true;
+        task.result = Some("Дозвонилась".to_owned());
+        task.updated_by = user;
+        task.updated_at = at;
+    }
+
     /// Adds a stage to the sales pipeline, before the won and lost ones (an account's own
     /// stages, such as «4. Квалификация пройдена»).
     pub fn add_status(&self, id: i64, name: &str) {
@@ -546,6 +598,11 @@ impl AmoEmulator {
         self.lock().rate_limit = per_second;
     }
 
+    /// The user the integration's token acts as (Elena, who installed it, by default).
+    pub fn set_api_user(&self, user: i64) {
+        self.lock().api_user = user;
+    }
+
     pub fn disable_rate_limit(&self) {
         self.lock().rate_limit = usize::MAX;
     }
@@ -602,6 +659,7 @@ struct Company {
     id: i64,
     name: String,
     responsible_user_id: i64,
+    updated_by: i64,
     created_at: i64,
     updated_at: i64,
 }
@@ -729,6 +787,7 @@ struct Account {
     token_failures: VecDeque<u16>,
     lost_token_answers: usize,
     rate_limit: usize,
+    api_user: i64,
     window: VecDeque<Instant>,
     recent_429: VecDeque<Instant>,
     total_429: usize,
@@ -888,6 +947,7 @@ impl Account {
             token_failures: VecDeque::new(),
             lost_token_answers: 0,
             rate_limit: 7,
+            api_user: USER_ELENA,
             window: VecDeque::new(),
             recent_429: VecDeque::new(),
             total_429: 0,
@@ -901,6 +961,7 @@ impl Account {
                 id: COMPANY_ROMASHKA,
                 name: "ООО «Ромашка»".to_owned(),
                 responsible_user_id: USER_ELENA,
+                updated_by: USER_ELENA,
                 created_at: now - 86_400,
                 updated_at: now - 86_400,
             },
@@ -1065,6 +1126,7 @@ impl Account {
                 id,
                 name: name.to_owned(),
                 responsible_user_id: USER_ELENA,
+                updated_by: USER_ELENA,
                 created_at: now,
                 updated_at: now,
             },
@@ -1228,7 +1290,7 @@ impl Account {
             return None;
         }
         let token = self.access.get(token.trim())?;
-        (!token.revoked && token.expires > self.now_st()).then_some(USER_ELENA)
+        (!token.revoked && token.expires > self.now_st()).then_some(self.api_user)
     }
 
     /// A rolling one-second window for the integration: the request that would be the
@@ -1380,9 +1442,22 @@ impl Account {
             },
             ["companies"] if get => {
                 let with = q.with();
-                let items = self
+                // The list's time filters (filters-api: `filter[updated_at][from|to]`).
+                let updated = q.range("filter[updated_at]");
+                let created = q.range("filter[created_at]");
+                let mut companies: Vec<&Company> = self
                     .companies
                     .values()
+                    .filter(|c| in_range(Some(c.updated_at), updated))
+                    .filter(|c| in_range(Some(c.created_at), created))
+                    .collect();
+                sort_by_order(q, &mut companies, |c, key| match key {
+                    "updated_at" => Some(c.updated_at),
+                    "id" => Some(c.id),
+                    _ => None,
+                });
+                let items = companies
+                    .into_iter()
                     .map(|c| self.render_company(c, &with))
                     .collect();
                 self.paged(q, path, raw_query, "companies", items, false)
@@ -2280,7 +2355,7 @@ impl Account {
             "responsible_user_id": c.responsible_user_id,
             "group_id": 0,
             "created_by": c.responsible_user_id,
-            "updated_by": c.responsible_user_id,
+            "updated_by": c.updated_by,
             "created_at": c.created_at,
             "updated_at": c.updated_at,
             "closest_task_at": null,

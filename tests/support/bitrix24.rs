@@ -308,6 +308,15 @@ impl B24Emulator {
             .unwrap_or_else(|e| panic!("edit deal {id}: {}", e.description));
     }
 
+    /// Changes a company as a manager would in the UI (same rules as `edit_deal`): pass
+    /// `MODIFY_BY_ID` to say who.
+    pub fn edit_company(&self, id: i64, fields: Value) {
+        let fields = fields.as_object().cloned().unwrap_or_default();
+        self.portal()
+            .update(Kind::Company, id, &fields, WEBHOOK_USER_ID, Mode::Seed)
+            .unwrap_or_else(|e| panic!("edit company {id}: {}", e.description));
+    }
+
     /// The deal as `crm.deal.get` shows it.
     pub fn deal(&self, id: i64) -> Option<Value> {
         self.portal().render_old(Kind::Deal, id)

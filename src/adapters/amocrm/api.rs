@@ -441,6 +441,15 @@ impl AmoCrm {
                 .to_owned(),
             responsible_user_id: v.get("responsible_user_id").and_then(id_of),
             fields: Self::read_fields(v, resolved),
+            created_at: v
+                .get("created_at")
+                .and_then(Value::as_i64)
+                .unwrap_or_default(),
+            updated_at: v
+                .get("updated_at")
+                .and_then(Value::as_i64)
+                .unwrap_or_default(),
+            updated_by: v.get("updated_by").and_then(id_of).filter(|u| u != "0"),
         })
     }
 
@@ -568,6 +577,51 @@ fn task_kind(code: Option<i64>) -> TaskKind {
         Some(3) => TaskKind::Letter,
         _ => TaskKind::Other,
     }
+}
+
+/// A task as `/api/v4/tasks` shows it.
+fn read_task(t: &Value) -> Option<Task> {
+    let entity = match (
+        t.get("entity_type").and_then(Value::as_str),
+        t.get("entity_id").and_then(id_of),
+    ) {
+        (Some("leads"), Some(id)) => Some(EntityRef {
+            kind: EntityKind::Lead,
+            id,
+        }),
+        (Some("contacts"), Some(id)) => Some(EntityRef {
+            kind: EntityKind::Contact,
+            id,
+        }),
+        (Some("companies"), Some(id)) => Some(EntityRef {
+            kind: EntityKind::Company,
+            id,
+        }),
+        _ => None,
+    };
+    let int = |k: &str| t.get(k).and_then(Value::as_i64).unwrap_or_default();
+    Some(Task {
+        id: id_of(t.get("id")?)?,
+        kind: task_kind(t.get("task_type_id").and_then(Value::as_i64)),
+        text: t
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        deadline: int("complete_till"),
+        responsible_user_id: t
+            .get("responsible_user_id")
+            .and_then(id_of)
+            .unwrap_or_default(),
+        entity,
+        completed: t
+            .get("is_completed")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        created_at: int("created_at"),
+        updated_at: int("updated_at"),
+        updated_by: t.get("updated_by").and_then(id_of).filter(|u| u != "0"),
+    })
 }
 
 fn numeric(id: &str) -> Value {
@@ -818,50 +872,25 @@ impl Crm for AmoCrm {
             .await?;
         Ok(items
             .iter()
-            .filter_map(|t| {
-                let entity = match (
-                    t.get("entity_type").and_then(Value::as_str),
-                    t.get("entity_id").and_then(id_of),
-                ) {
-                    (Some("leads"), Some(id)) => Some(EntityRef {
-                        kind: EntityKind::Lead,
-                        id,
-                    }),
-                    (Some("contacts"), Some(id)) => Some(EntityRef {
-                        kind: EntityKind::Contact,
-                        id,
-                    }),
-                    (Some("companies"), Some(id)) => Some(EntityRef {
-                        kind: EntityKind::Company,
-                        id,
-                    }),
-                    _ => None,
-                };
-                Some(Task {
-                    id: id_of(t.get("id")?)?,
-                    kind: task_kind(t.get("task_type_id").and_then(Value::as_i64)),
-                    text: t
-                        .get("text")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                    deadline: t
-                        .get("complete_till")
-                        .and_then(Value::as_i64)
-                        .unwrap_or_default(),
-                    responsible_user_id: t
-                        .get("responsible_user_id")
-                        .and_then(id_of)
-                        .unwrap_or_default(),
-                    entity,
-                    completed: t
-                        .get("is_completed")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false),
-                })
-            })
+            .filter_map(read_task)
             .filter(|t| !t.completed)
             .collect())
+    }
+
+    async fn tasks_changed(&self, from: i64) -> Result<Vec<Task>, CrmError> {
+        // Tasks filter on `updated_at` like the other lists:
+        // https://www.amocrm.ru/developers/content/crm_platform/tasks-api
+        let items = self
+            .all_pages(
+                "/api/v4/tasks",
+                "tasks",
+                &[
+                    ("filter[updated_at][from]".into(), from.to_string()),
+                    ("order[updated_at]".into(), "asc".into()),
+                ],
+            )
+            .await?;
+        Ok(items.iter().filter_map(read_task).collect())
     }
 
     async fn add_note(&self, entity: &EntityRef, text: &str) -> Result<(), CrmError> {
@@ -899,6 +928,26 @@ impl Crm for AmoCrm {
             .get(&format!("/api/v4/companies/{id}"), &[])
             .await?
             .and_then(|v| Self::read_company(&v, &resolved.companies)))
+    }
+
+    async fn companies_changed(&self, from: i64) -> Result<Vec<Company>, CrmError> {
+        // `filter[updated_at][from]`, as for leads:
+        // https://www.amocrm.ru/developers/content/crm_platform/filters-api
+        let resolved = self.resolved().await?;
+        let items = self
+            .all_pages(
+                "/api/v4/companies",
+                "companies",
+                &[
+                    ("filter[updated_at][from]".into(), from.to_string()),
+                    ("order[updated_at]".into(), "asc".into()),
+                ],
+            )
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|v| Self::read_company(v, &resolved.companies))
+            .collect())
     }
 
     async fn update_company(&self, id: &str, fields: &Fields) -> Result<(), CrmError> {

@@ -1108,12 +1108,117 @@ impl Bitrix24 {
         })
     }
 
+    /// The robot's kind of to-dos: the open ones (`since` none), or every one, open or
+    /// done, changed at or after `since`. `crm.activity.list` filters on `LAST_UPDATED`
+    /// (https://apidocs.bitrix24.ru/api-reference/crm/timeline/activities/activity-base/crm-activity-list.html),
+    /// `tasks.task.list` on `CHANGED_DATE`
+    /// (https://apidocs.bitrix24.ru/api-reference/tasks/tasks-task-list.html).
+    async fn todos(&self, since: Option<i64>) -> Result<Vec<Task>, CrmError> {
+        match self.todo_via {
+            TodoVia::Activity => {
+                // Only the robot's kind of activity: without PROVIDER_ID the portal lists
+                // every call, e-mail and app activity the webhook user can see.
+                let filter = match since {
+                    None => json!({"COMPLETED": "N", "PROVIDER_ID": "CRM_TODO"}),
+                    Some(t) => json!({">=LAST_UPDATED": iso(t), "PROVIDER_ID": "CRM_TODO"}),
+                };
+                let params = json!({
+                    "filter": filter,
+                    "select": ["ID", "OWNER_TYPE_ID", "OWNER_ID", "TYPE_ID", "SUBJECT",
+                               "DESCRIPTION", "DEADLINE", "RESPONSIBLE_ID", "COMPLETED",
+                               "CREATED", "LAST_UPDATED", "EDITOR_ID"],
+                    "order": {"ID": "ASC"},
+                });
+                let items = self.list_all("crm.activity.list", params, rows).await?;
+                Ok(items
+                    .iter()
+                    .filter(|a| since.is_some() || text(a, "COMPLETED") != "Y")
+                    .filter_map(|a| {
+                        let description = text(a, "DESCRIPTION");
+                        Some(Task {
+                            id: id_of(a.get("ID")?)?,
+                            kind: activity_kind(
+                                a.get("TYPE_ID").and_then(number).map(|n| n as u64),
+                            ),
+                            text: if description.trim().is_empty() {
+                                text(a, "SUBJECT")
+                            } else {
+                                description
+                            },
+                            deadline: unix(a, "DEADLINE"),
+                            responsible_user_id: text(a, "RESPONSIBLE_ID"),
+                            entity: entity_of_owner(
+                                a.get("OWNER_TYPE_ID").and_then(number).map(|n| n as u64),
+                                real_id(a.get("OWNER_ID")),
+                                self.entity,
+                            ),
+                            completed: text(a, "COMPLETED") == "Y",
+                            created_at: unix(a, "CREATED"),
+                            updated_at: unix(a, "LAST_UPDATED"),
+                            updated_by: real_id(a.get("EDITOR_ID")),
+                        })
+                    })
+                    .collect())
+            }
+            TodoVia::Task => {
+                let filter = match since {
+                    None => json!({"!REAL_STATUS": 5}),
+                    Some(t) => json!({">=CHANGED_DATE": iso(t)}),
+                };
+                let params = json!({
+                    "filter": filter,
+                    "select": ["ID", "TITLE", "DESCRIPTION", "DEADLINE", "RESPONSIBLE_ID",
+                               "UF_CRM_TASK", "STATUS", "CREATED_DATE", "CHANGED_DATE",
+                               "CHANGED_BY"],
+                    "order": {"ID": "ASC"},
+                });
+                let items = self
+                    .list_all("tasks.task.list", params, |r| {
+                        r.get("tasks").map(rows).unwrap_or_default()
+                    })
+                    .await?;
+                Ok(items
+                    .iter()
+                    .filter(|t| since.is_some() || text(t, "status") != "5")
+                    .filter_map(|t| {
+                        let description = text(t, "description");
+                        Some(Task {
+                            id: id_of(t.get("id")?)?,
+                            kind: TaskKind::Other,
+                            text: if description.trim().is_empty() {
+                                text(t, "title")
+                            } else {
+                                description
+                            },
+                            deadline: unix(t, "deadline"),
+                            responsible_user_id: text(t, "responsibleId"),
+                            entity: t
+                                .get("ufCrmTask")
+                                .and_then(Value::as_array)
+                                .into_iter()
+                                .flatten()
+                                .filter_map(Value::as_str)
+                                .find_map(|b| entity_of_binding(b, self.entity)),
+                            completed: text(t, "status") == "5",
+                            created_at: unix(t, "createdDate"),
+                            updated_at: unix(t, "changedDate"),
+                            updated_by: real_id(t.get("changedBy")),
+                        })
+                    })
+                    .collect())
+            }
+        }
+    }
+
     fn read_company(v: &Value, schema: &Schema) -> Option<Company> {
         Some(Company {
             id: id_of(v.get("ID")?)?,
             name: text(v, "TITLE"),
             responsible_user_id: real_id(v.get("ASSIGNED_BY_ID")),
             fields: schema.read(v),
+            created_at: unix(v, "DATE_CREATE"),
+            updated_at: unix(v, "DATE_MODIFY"),
+            updated_by: real_id(v.get("MODIFY_BY_ID")),
         })
     }
 
@@ -1839,84 +1944,11 @@ impl Crm for Bitrix24 {
     }
 
     async fn open_tasks(&self) -> Result<Vec<Task>, CrmError> {
-        match self.todo_via {
-            TodoVia::Activity => {
-                let params = json!({
-                    // Only the robot's kind of activity: without PROVIDER_ID the portal lists
-                    // every open call, e-mail and app activity the webhook user can see.
-                    "filter": {"COMPLETED": "N", "PROVIDER_ID": "CRM_TODO"},
-                    "select": ["ID", "OWNER_TYPE_ID", "OWNER_ID", "TYPE_ID", "SUBJECT",
-                               "DESCRIPTION", "DEADLINE", "RESPONSIBLE_ID", "COMPLETED"],
-                    "order": {"ID": "ASC"},
-                });
-                let items = self.list_all("crm.activity.list", params, rows).await?;
-                Ok(items
-                    .iter()
-                    .filter(|a| text(a, "COMPLETED") != "Y")
-                    .filter_map(|a| {
-                        let description = text(a, "DESCRIPTION");
-                        Some(Task {
-                            id: id_of(a.get("ID")?)?,
-                            kind: activity_kind(
-                                a.get("TYPE_ID").and_then(number).map(|n| n as u64),
-                            ),
-                            text: if description.trim().is_empty() {
-                                text(a, "SUBJECT")
-                            } else {
-                                description
-                            },
-                            deadline: unix(a, "DEADLINE"),
-                            responsible_user_id: text(a, "RESPONSIBLE_ID"),
-                            entity: entity_of_owner(
-                                a.get("OWNER_TYPE_ID").and_then(number).map(|n| n as u64),
-                                real_id(a.get("OWNER_ID")),
-                                self.entity,
-                            ),
-                            completed: false,
-                        })
-                    })
-                    .collect())
-            }
-            TodoVia::Task => {
-                let params = json!({
-                    "filter": {"!REAL_STATUS": 5},
-                    "select": ["ID", "TITLE", "DESCRIPTION", "DEADLINE", "RESPONSIBLE_ID",
-                               "UF_CRM_TASK", "STATUS"],
-                    "order": {"ID": "ASC"},
-                });
-                let items = self
-                    .list_all("tasks.task.list", params, |r| {
-                        r.get("tasks").map(rows).unwrap_or_default()
-                    })
-                    .await?;
-                Ok(items
-                    .iter()
-                    .filter(|t| text(t, "status") != "5")
-                    .filter_map(|t| {
-                        let description = text(t, "description");
-                        Some(Task {
-                            id: id_of(t.get("id")?)?,
-                            kind: TaskKind::Other,
-                            text: if description.trim().is_empty() {
-                                text(t, "title")
-                            } else {
-                                description
-                            },
-                            deadline: unix(t, "deadline"),
-                            responsible_user_id: text(t, "responsibleId"),
-                            entity: t
-                                .get("ufCrmTask")
-                                .and_then(Value::as_array)
-                                .into_iter()
-                                .flatten()
-                                .filter_map(Value::as_str)
-                                .find_map(|b| entity_of_binding(b, self.entity)),
-                            completed: false,
-                        })
-                    })
-                    .collect())
-            }
-        }
+        self.todos(None).await
+    }
+
+    async fn tasks_changed(&self, from: i64) -> Result<Vec<Task>, CrmError> {
+        self.todos(Some(from)).await
     }
 
     async fn add_note(&self, entity: &EntityRef, text: &str) -> Result<(), CrmError> {
@@ -1946,6 +1978,22 @@ impl Crm for Bitrix24 {
             .await
             .found()?
             .and_then(|a| Self::read_company(&a.result, &resolved.companies)))
+    }
+
+    async fn companies_changed(&self, from: i64) -> Result<Vec<Company>, CrmError> {
+        // `crm.company.list` filters on `DATE_MODIFY` as the deal list does:
+        // https://apidocs.bitrix24.ru/api-reference/crm/companies/crm-company-list.html
+        let resolved = self.resolved().await?;
+        let params = json!({
+            "filter": {">=DATE_MODIFY": iso(from)},
+            "select": ["*", "UF_*"],
+            "order": {"ID": "ASC"},
+        });
+        let items = self.list_all("crm.company.list", params, rows).await?;
+        Ok(items
+            .iter()
+            .filter_map(|v| Self::read_company(v, &resolved.companies))
+            .collect())
     }
 
     async fn update_company(&self, id: &str, fields: &Fields) -> Result<(), CrmError> {

@@ -163,6 +163,9 @@ pub trait Crm: Send + Sync {
     async fn complete_task(&self, id: &str, result: &str) -> Result<(), CrmError>;
     /// Open tasks (not completed), every page.
     async fn open_tasks(&self) -> Result<Vec<Task>, CrmError>;
+    /// Tasks (open and done) created or changed at or after `from` (Unix seconds), every
+    /// page: what the catch-up reads for the task webhooks that did not come.
+    async fn tasks_changed(&self, from: i64) -> Result<Vec<Task>, CrmError>;
     /// Adds a note (a timeline comment) to a record.
     async fn add_note(&self, entity: &EntityRef, text: &str) -> Result<(), CrmError>;
     /// The texts of a record's notes (timeline comments), every page: how the robot finds
@@ -170,6 +173,9 @@ pub trait Crm: Send + Sync {
     async fn notes(&self, entity: &EntityRef) -> Result<Vec<String>, CrmError>;
     /// A company; `None` when it does not exist.
     async fn company(&self, id: &str) -> Result<Option<Company>, CrmError>;
+    /// Companies created or changed at or after `from` (Unix seconds), every page: what
+    /// the catch-up reads for the company webhooks that did not come.
+    async fn companies_changed(&self, from: i64) -> Result<Vec<Company>, CrmError>;
     /// Sets mapped fields of a company.
     async fn update_company(&self, id: &str, fields: &Fields) -> Result<(), CrmError>;
     /// A contact; `None` when it does not exist.
