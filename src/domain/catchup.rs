@@ -124,22 +124,15 @@ pub fn missed_company(
         None if company.updated_at <= company.created_at => EventKind::CompanyCreated,
         _ => EventKind::CompanyUpdated,
     };
-    Some(Event {
+    Some(changed(
         source,
-        account: account.to_owned(),
-        dedup_key: dedup_key(
-            source,
-            account,
-            &entity_kind(source, "company", &kind),
-            &company.id,
-            &company.updated_at.to_string(),
-        ),
+        account,
+        "company",
+        &company.id,
         kind,
-        entity_id: company.id.clone(),
-        crm_entity: (source == Source::Bitrix24).then(|| "company".to_owned()),
-        occurred_at: Some(company.updated_at),
-        modified_by: company.updated_by.clone(),
-    })
+        company.updated_at,
+        company.updated_by.clone(),
+    ))
 }
 
 /// The event a task's webhook would have brought (amoCRM's `task[add]` or `task[update]`):
@@ -173,30 +166,42 @@ pub fn missed_task(
             .filter(|r| !r.trim().is_empty()),
         complete_till: (task.deadline > 0).then(|| task.deadline.to_string()),
     };
-    Some(Event {
+    Some(changed(
         source,
-        account: account.to_owned(),
-        dedup_key: dedup_key(
-            source,
-            account,
-            &entity_kind(source, "task", &kind),
-            &task.id,
-            &task.updated_at.to_string(),
-        ),
+        account,
+        "task",
+        &task.id,
         kind,
-        entity_id: task.id.clone(),
-        crm_entity: (source == Source::Bitrix24).then(|| "task".to_owned()),
-        occurred_at: Some(task.updated_at),
-        modified_by: task.updated_by.clone(),
-    })
+        task.updated_at,
+        task.updated_by.clone(),
+    ))
 }
 
-/// The kind part of a dedup key: amoCRM's webhooks key by the event's kind, Bitrix24's by
-/// the entity and the kind (`company_company_updated`).
-fn entity_kind(source: Source, entity: &str, kind: &EventKind) -> String {
-    match source {
+/// The event about a company or a task (`entity`) of `account` as its webhook would bring
+/// it, keyed by when it changed and saying who changed it. amoCRM's webhooks key by the
+/// event's kind, Bitrix24's by the entity and the kind (`company_company_updated`).
+fn changed(
+    source: Source,
+    account: &str,
+    entity: &str,
+    id: &str,
+    kind: EventKind,
+    updated_at: i64,
+    updated_by: Option<String>,
+) -> Event {
+    let key_kind = match source {
         Source::Bitrix24 => format!("{entity}_{}", kind.name()),
         _ => kind.name().to_owned(),
+    };
+    Event {
+        source,
+        account: account.to_owned(),
+        dedup_key: dedup_key(source, account, &key_kind, id, &updated_at.to_string()),
+        kind,
+        entity_id: id.to_owned(),
+        crm_entity: (source == Source::Bitrix24).then(|| entity.to_owned()),
+        occurred_at: Some(updated_at),
+        modified_by: updated_by,
     }
 }
 

@@ -678,7 +678,7 @@ impl RouteLeads {
     }
 
     /// Looks at every waiting lead again, priority 1 first, then the oldest: those someone
-    /// can take now are handed out. One worker at a time does it; the others skip.
+    /// can take now are handed out. One worker at a time does it.
     ///
     /// A drain that finds another one running asks it to go round again rather than
     /// skipping: the other may have read the managers before the change that caused this
@@ -722,35 +722,29 @@ impl RouteLeads {
             return Ok(drained);
         }
         let mut snapshot = self.snapshot(store, now).await?;
-        let mut busy = Vec::new();
-        for p in pending {
-            match store.try_lock(&lead_lock(&p.lead_id), LEAD_LOCK).await? {
-                Some(token) => {
-                    self.drain_locked_one(&p, token, &mut snapshot, store, now, &mut drained)
-                        .await?
-                }
-                // Its own job is deciding for it right now; look again when the rest is done.
-                None => busy.push(p),
-            }
-        }
-        // A lead's own job holds it briefly, and on a waiting lead it only notes what
-        // changed: once it lets go, this drain decides for it with what it read.
+        // A lead whose own job holds it is looked at again when the rest is done: that job
+        // holds it briefly, and on a waiting lead it only notes what changed, so once it
+        // lets go this drain decides for it with what it read.
         let deadline = tokio::time::Instant::now() + BUSY_WAIT;
-        while !busy.is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let mut still = Vec::new();
-            for p in busy {
+        let mut left = pending;
+        loop {
+            let mut busy = Vec::new();
+            for p in left {
                 match store.try_lock(&lead_lock(&p.lead_id), LEAD_LOCK).await? {
                     Some(token) => {
                         self.drain_locked_one(&p, token, &mut snapshot, store, now, &mut drained)
                             .await?
                     }
-                    None => still.push(p),
+                    None => busy.push(p),
                 }
             }
-            busy = still;
+            if busy.is_empty() || tokio::time::Instant::now() >= deadline {
+                drained.still_waiting += busy.len();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            left = busy;
         }
-        drained.still_waiting += busy.len();
         ::metrics::gauge!(PENDING).set(drained.still_waiting as f64);
         Ok(drained)
     }
