@@ -1,7 +1,8 @@
 //! Routing end to end on the amoCRM emulator: a new lead's webhook in, the lead scored and
 //! handed to a manager who is online, with a first task and a note that says why; the echo
 //! of those writes writes nothing; a lead nobody can take waits and goes out on the next
-//! presence change; a lead moved by hand keeps its new manager, and the loads follow.
+//! presence change; a lead moved by hand keeps its new manager, and the loads follow. The
+//! same on Bitrix24, whose echoes carry no author.
 
 use std::sync::Arc;
 
@@ -101,14 +102,17 @@ async fn robot_on(amo: &AmoEmulator, backend: Backend) -> TestApp {
 /// The same robot on a given client of the CRM.
 pub async fn robot_with(crm: Arc<dyn Crm>, backend: Backend) -> TestApp {
     let scoring = ScoreLeads::new(crm.clone(), setup(), Source::Amocrm, "deal");
+    robot_scoring_with(crm, scoring, Source::Amocrm, backend).await
+}
+
+async fn robot_scoring_with(
+    crm: Arc<dyn Crm>,
+    scoring: ScoreLeads,
+    source: Source,
+    backend: Backend,
+) -> TestApp {
     let routing = RouteLeads::new(crm.clone(), routing_setup()).with_clock(Arc::new(eleven));
-    let robot = Robot::new(
-        crm,
-        Source::Amocrm,
-        "deal",
-        Some(scoring),
-        Some(Arc::new(routing)),
-    );
+    let robot = Robot::new(crm, source, "deal", Some(scoring), Some(Arc::new(routing)));
     spawn_app_with(backend, Arc::new(robot), |_| {}).await
 }
 
@@ -292,6 +296,101 @@ async fn a_call_note_in_the_crm_brings_the_manager_back_for_a_waiting_lead(backe
     app.stop().await;
 }
 
+/// The same on Bitrix24, whose webhooks do not say who made a change: a new deal goes to the
+/// manager online with a to-do and a comment; the echo `ONCRMDEALUPDATE` of those writes is
+/// read and writes nothing, because every decision is kept in the store; a deal the head of
+/// sales gives to Maria by hand stays hers, and the loads follow.
+async fn a_bitrix24_deal_is_routed_and_its_echo_writes_nothing(backend: Backend) {
+    use crate::helpers::B24_TOKEN;
+    use crate::scoring::{b24_client, b24_setup};
+    use crate::support::bitrix24::B24Emulator;
+
+    let b24 = B24Emulator::start().await;
+    let deal = b24.seed_deal(json!({
+        "TITLE": "Аппараты для цеха", "OPPORTUNITY": "900000", "ASSIGNED_BY_ID": "1",
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let crm: Arc<dyn Crm> = Arc::new(b24_client(&b24, backend, dir.path()).await);
+    let scoring = ScoreLeads::new(crm.clone(), b24_setup(), Source::Bitrix24, "deal");
+    let app = robot_scoring_with(crm.clone(), scoring, Source::Bitrix24, backend).await;
+    online(&app, USER_IVAN).await;
+    let event = |name: &str, ts: i64| {
+        format!(
+            "event={name}&data[FIELDS][ID]={deal}&ts={ts}&auth[domain]=robotdemo.bitrix24.ru\
+             &auth[member_id]=m&auth[application_token]={B24_TOKEN}"
+        )
+    };
+    // Every write of the REST API the robot made: adds and updates, alone or in a batch.
+    let writes = |b24: &B24Emulator| {
+        b24.requests()
+            .iter()
+            .filter(|r| {
+                let call = format!("{} {}", r.method_name, r.params);
+                call.contains(".add") || call.contains(".update")
+            })
+            .count()
+    };
+    let assigned = |b24: &B24Emulator| b24.deal(deal).unwrap()["ASSIGNED_BY_ID"].clone();
+
+    assert_eq!(
+        app.post_bitrix24(event("ONCRMDEALADD", 1_763_900_000))
+            .await
+            .status(),
+        200
+    );
+    app.wait_for_journal(2, 20).await;
+    assert_eq!(assigned(&b24), json!(USER_IVAN.to_string()));
+    let todos: Vec<Value> = b24
+        .activities()
+        .into_iter()
+        .filter(|a| a["OWNER_ID"] == json!(deal.to_string()))
+        .collect();
+    assert_eq!(todos.len(), 1, "one first to-do: {todos:?}");
+    assert_eq!(todos[0]["RESPONSIBLE_ID"], json!(USER_IVAN.to_string()));
+    let comments = b24.comments_of(deal);
+    assert_eq!(comments.len(), 1, "one comment: {comments:?}");
+    // The score, the manager, the to-do and the comment.
+    let written = writes(&b24);
+    assert_eq!(written, 4);
+    let loads = app.store.loads(today()).await.unwrap();
+    assert_eq!(loads.get(&USER_IVAN.to_string()), Some(&1));
+
+    // The portal's echo of those writes: read, and nothing written.
+    assert_eq!(
+        app.post_bitrix24(event("ONCRMDEALUPDATE", 1_763_900_060))
+            .await
+            .status(),
+        200
+    );
+    app.wait_for_journal(3, 20).await;
+    assert_eq!(writes(&b24), written, "the echo wrote nothing");
+
+    // The head of sales gives it to Maria by hand.
+    b24.edit_deal(deal, json!({"ASSIGNED_BY_ID": USER_MARIA.to_string()}));
+    assert_eq!(
+        app.post_bitrix24(event("ONCRMDEALUPDATE", 1_763_900_600))
+            .await
+            .status(),
+        200
+    );
+    app.wait_for_journal(4, 20).await;
+    let loads = app.store.loads(today()).await.unwrap();
+    assert_eq!(loads.get(&USER_IVAN.to_string()).copied().unwrap_or(0), 0);
+    assert_eq!(loads.get(&USER_MARIA.to_string()), Some(&1));
+    assert_eq!(
+        assigned(&b24),
+        json!(USER_MARIA.to_string()),
+        "the robot did not move it back"
+    );
+    assert_eq!(
+        writes(&b24),
+        written,
+        "following the hand-over wrote nothing"
+    );
+    app.stop().await;
+}
+
+crate::on_both_backends!(a_bitrix24_deal_is_routed_and_its_echo_writes_nothing);
 crate::on_both_backends!(a_call_note_in_the_crm_brings_the_manager_back_for_a_waiting_lead);
 crate::on_both_backends!(a_new_lead_goes_to_the_manager_online_with_a_task_and_a_note);
 crate::on_both_backends!(a_lead_nobody_can_take_waits_and_goes_out_on_the_next_presence);

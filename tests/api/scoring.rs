@@ -223,25 +223,31 @@ async fn a_new_lead_is_scored_into_the_crm_and_the_ledger() {
     app.stop().await;
 }
 
-/// The same on Bitrix24: a deal's event in, the deal scored into its fields and the ledger,
-/// the echo writing nothing, a won deal's profit in the ledger.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_bitrix24_deal_is_scored_into_the_crm_and_the_ledger() {
+/// The scoring setup for the Bitrix24 emulator's portal. Its «Приоритет» is a list of
+/// words, not a number: this account keeps the priority in the tag only, and deals have no
+/// tags without a mapped field.
+pub fn b24_setup() -> ScoringSetup {
+    let mut setup = setup();
+    let mut rules = (*setup.rules).clone();
+    rules.write.priority = None;
+    setup.rules = Arc::new(rules);
+    setup
+}
+
+/// A client of the Bitrix24 emulator through its inbound webhook, with the scoring fields
+/// mapped to the portal's `UF_CRM_SCORE` and `UF_CRM_EXPECTED_PROFIT` and to-dos as
+/// activities; its tokens and caches in a store of its own under `dir`.
+pub async fn b24_client(
+    b24: &crate::support::bitrix24::B24Emulator,
+    backend: Backend,
+    dir: &std::path::Path,
+) -> sales_robot::adapters::bitrix24::api::Bitrix24 {
     use sales_robot::adapters::bitrix24::api::{
         Access, Bitrix24, FieldMapping as B24Mapping, RATE,
     };
     use sales_robot::config::TodoVia;
 
-    use crate::helpers::B24_TOKEN;
-    use crate::support::bitrix24::B24Emulator;
-
-    let b24 = B24Emulator::start().await;
-    let company = b24.seed_company(json!({"TITLE": "ООО Сварка-Урал"}));
-    let deal = b24.seed_deal(
-        json!({"TITLE": "Генератор на объект", "OPPORTUNITY": "300000", "COMPANY_ID": company}),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let store = fresh_store(Backend::Sqlite, dir.path()).await;
+    let store = fresh_store(backend, dir).await;
     let mapping = B24Mapping {
         leads: [
             ("score".to_owned(), FieldRef::parse("UF_CRM_SCORE")),
@@ -254,22 +260,26 @@ async fn a_new_bitrix24_deal_is_scored_into_the_crm_and_the_ledger() {
         ..B24Mapping::default()
     };
     let access = Access::Webhook(SecretString::from(b24.webhook_url()));
-    let crm = Arc::new(Bitrix24::new(
-        access,
-        store,
-        RATE,
-        mapping,
-        TodoVia::Activity,
-    ));
-    // The portal's «Приоритет» is a list of words, not a number: this account keeps the
-    // priority in the tag only, and deals have no tags without a mapped field.
-    let mut setup = setup();
-    let mut rules = (*setup.rules).clone();
-    rules.write.priority = None;
-    setup.rules = Arc::new(rules);
+    Bitrix24::new(access, store, RATE, mapping, TodoVia::Activity)
+}
+
+/// The same on Bitrix24: a deal's event in, the deal scored into its fields and the ledger,
+/// the echo writing nothing, a won deal's profit in the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_bitrix24_deal_is_scored_into_the_crm_and_the_ledger() {
+    use crate::helpers::B24_TOKEN;
+    use crate::support::bitrix24::B24Emulator;
+
+    let b24 = B24Emulator::start().await;
+    let company = b24.seed_company(json!({"TITLE": "ООО Сварка-Урал"}));
+    let deal = b24.seed_deal(
+        json!({"TITLE": "Генератор на объект", "OPPORTUNITY": "300000", "COMPANY_ID": company}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let crm = Arc::new(b24_client(&b24, Backend::Sqlite, dir.path()).await);
     let handler = Arc::new(ScoreLeads::new(
         crm.clone(),
-        setup,
+        b24_setup(),
         Source::Bitrix24,
         "deal",
     ));
