@@ -24,6 +24,7 @@ use crate::domain::chains::Enrolment;
 use crate::domain::condition::Facts;
 use crate::domain::lead::{Company, Contact, Fields, Lead, LeadUpdate};
 use crate::domain::manager::Manager;
+use crate::domain::product::Product;
 use crate::domain::retry::RetryPolicy;
 use crate::domain::task::{EntityRef, Named, NewTask, Stage, Task};
 use crate::service::chains::step::step_key;
@@ -99,6 +100,10 @@ impl Crm for CountingCrm {
             ..Lead::default()
         }))
     }
+    async fn lead_products(&self, _id: &str) -> Result<Vec<Product>, CrmError> {
+        Ok(Vec::new())
+    }
+
     async fn update_lead(&self, _: &str, _: &LeadUpdate) -> Result<(), CrmError> {
         Ok(())
     }

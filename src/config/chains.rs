@@ -25,6 +25,7 @@ use crate::domain::chains::{
 };
 use crate::domain::condition::Condition;
 use crate::domain::priority::Priority;
+use crate::domain::product::{Analogue, Product};
 
 /// The file's name inside the configuration directory.
 pub const FILE_NAME: &str = "chains.toml";
@@ -109,6 +110,24 @@ struct RawFile {
     stop_tag: Option<String>,
     #[serde(default)]
     chains: Vec<Spanned<RawChain>>,
+    #[serde(default)]
+    analogues: Vec<Spanned<RawAnalogue>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAnalogue {
+    product: Spanned<String>,
+    brand: Option<String>,
+    offer: Vec<Spanned<RawOffer>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOffer {
+    name: Spanned<String>,
+    brand: Option<String>,
+    price: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -331,8 +350,10 @@ impl Ctx<'_> {
                 chains.push(chain);
             }
         }
+        let analogues = self.analogues(&raw.analogues, problems);
         Chains {
             chains,
+            analogues,
             calendar,
             window,
             gates,
@@ -341,6 +362,67 @@ impl Ctx<'_> {
             stop_tag: raw.stop_tag.unwrap_or_default().trim().to_owned(),
             lease,
         }
+    }
+
+    /// The `[[analogues]]` rows: each names a product and offers at least one named thing
+    /// at a price that is not negative.
+    fn analogues(
+        &self,
+        raw: &[Spanned<RawAnalogue>],
+        problems: &mut Vec<Problem>,
+    ) -> Vec<Analogue> {
+        let text = |s: &Option<String>| {
+            s.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let mut out = Vec::new();
+        for row in raw {
+            let r = row.get_ref();
+            let product = r.product.get_ref().trim();
+            if product.is_empty() {
+                problems.push(self.at(
+                    r.product.span().start,
+                    "`product` of [[analogues]] is empty: write a part of the product's name",
+                ));
+                continue;
+            }
+            if r.offer.is_empty() {
+                problems.push(self.at(row.span().start, format!("[[analogues]] for `{product}` offers nothing: give `offer = [{{ name = \"…\", brand = \"…\", price = … }}]`")));
+                continue;
+            }
+            let mut offer = Vec::new();
+            for o in &r.offer {
+                let o = o.get_ref();
+                let name = o.name.get_ref().trim();
+                if name.is_empty() {
+                    problems.push(self.at(o.name.span().start, "an analogue's `name` is empty"));
+                    continue;
+                }
+                if let Some(price) = &o.price
+                    && (*price.get_ref() < 0.0 || !price.get_ref().is_finite())
+                {
+                    problems.push(self.at(
+                        price.span().start,
+                        "an analogue's `price` is a sum in roubles, not below 0",
+                    ));
+                    continue;
+                }
+                offer.push(Product {
+                    name: name.to_owned(),
+                    brand: text(&o.brand),
+                    quantity: None,
+                    price: o.price.as_ref().map(|p| *p.get_ref()),
+                });
+            }
+            out.push(Analogue {
+                product: product.to_owned(),
+                brand: text(&r.brand),
+                offer,
+            });
+        }
+        out
     }
 
     /// A key of wall-clock time (hours, minutes: not business days, not 0), or `default`

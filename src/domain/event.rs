@@ -170,6 +170,10 @@ pub enum EventKind {
         /// The contact's phone in digits, when the chat is a phone number.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         phone: Option<String>,
+        /// What the client wrote: the text, or the kind of a message without one
+        /// («[аудио]»), for the templates' last messages.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
     },
     /// A delivery status of a message we sent; `entity_id` is the message id.
     MessageStatus {

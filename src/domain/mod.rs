@@ -10,6 +10,7 @@ pub mod ledger;
 pub mod manager;
 pub mod presence;
 pub mod priority;
+pub mod product;
 pub mod rate;
 pub mod report;
 pub mod retry;

@@ -754,3 +754,25 @@ async fn sets_and_counters(backend: Backend) {
     assert_eq!(store.bump("c", 1, ttl).await.unwrap(), 1);
 }
 on_both_backends!(sets_and_counters);
+
+async fn a_capped_list_keeps_its_last_items_in_order(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(backend, dir.path()).await;
+    assert!(store.list("messages:7916").await.unwrap().is_empty());
+    for i in 1..=5 {
+        store
+            .push_capped("messages:7916", &format!("m{i}"), 3)
+            .await
+            .unwrap();
+    }
+    store
+        .push_capped("messages:7903", "other", 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list("messages:7916").await.unwrap(),
+        ["m3", "m4", "m5"]
+    );
+    assert_eq!(store.list("messages:7903").await.unwrap(), ["other"]);
+}
+on_both_backends!(a_capped_list_keeps_its_last_items_in_order);

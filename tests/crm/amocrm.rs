@@ -630,3 +630,31 @@ async fn companies_and_tasks_changed_since_are_listed_with_who_changed_them() {
     );
     assert!(done.updated_at > done.created_at);
 }
+
+#[tokio::test]
+async fn a_leads_products_come_from_its_catalog_links_in_order() {
+    let emulator = AmoEmulator::start().await;
+    let crm = long_lived(&emulator).await;
+    let lead = emulator.seed_lead(NewLead::new("Сварка для цеха"));
+    let inverter = emulator.seed_product("Инвертор САИ-250 ПРОФ", Some("Ресанта"), 18_900.0);
+    let mask = emulator.seed_product("Маска хамелеон", None, 2_450.5);
+    emulator.link_product(lead, inverter, 2.0);
+    emulator.link_product(lead, mask, 1.0);
+    let products = crm.lead_products(&lead.to_string()).await.unwrap();
+    assert_eq!(products.len(), 2, "{products:?}");
+    assert_eq!(products[0].name, "Инвертор САИ-250 ПРОФ");
+    assert_eq!(products[0].brand.as_deref(), Some("Ресанта"));
+    assert_eq!(products[0].quantity, Some(2.0));
+    assert_eq!(products[0].price, Some(18_900.0));
+    assert_eq!(products[1].name, "Маска хамелеон");
+    assert_eq!(products[1].brand, None);
+    assert_eq!(products[1].price, Some(2_450.5));
+
+    let bare = emulator.seed_lead(NewLead::new("Без товаров"));
+    assert!(
+        crm.lead_products(&bare.to_string())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -1146,3 +1146,34 @@ async fn companies_and_to_dos_changed_since_are_listed_with_who_changed_them() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_deals_products_are_its_product_rows() {
+    let emu = B24Emulator::start().await;
+    let crm = client(&emu).await;
+    let deal = emu.seed_deal(json!({"TITLE": "Сварка для цеха"}));
+    emu.set_deal_products(
+        deal,
+        &[
+            ("Инвертор САИ-250 ПРОФ", 18_900.0, 2.0),
+            ("Маска хамелеон", 2_450.5, 1.0),
+        ],
+    );
+    let products = crm.lead_products(&deal.to_string()).await.unwrap();
+    assert_eq!(products.len(), 2, "{products:?}");
+    assert_eq!(products[0].name, "Инвертор САИ-250 ПРОФ");
+    assert_eq!(products[0].quantity, Some(2.0));
+    assert_eq!(products[0].price, Some(18_900.0));
+    assert_eq!(products[1].name, "Маска хамелеон");
+    assert_eq!(products[1].price, Some(2_450.5));
+    // Setting the rows made the deal's sum theirs, as on the portal.
+    assert_eq!(emu.deal(deal).unwrap()["OPPORTUNITY"], json!("40250.50"));
+
+    let bare = emu.seed_deal(json!({"TITLE": "Без товаров"}));
+    assert!(
+        crm.lead_products(&bare.to_string())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -36,6 +36,12 @@
 //!   a wrong client answers 401 "Некорректный клиент" / "Авторизация клиента не прошла" (#235).
 //!   The other hints and the revocation of the old access token on refresh follow
 //!   league/oauth2-server, whose hints those bodies carry.
+//! - Products: a lead's links (`GET /api/v4/leads/{id}/links`: `to_entity_id`,
+//!   `to_entity_type`, `metadata.quantity`/`catalog_id` for catalog elements,
+//!   `metadata.main_contact` for contacts, `null` for a company) from
+//!   crm_platform/entity-links-api; the catalog's elements
+//!   (`GET /api/v4/catalogs/{id}/elements`, `filter[id]`, `custom_fields_values` with the
+//!   field codes `SKU`, `PRICE`) from crm_platform/catalogs-api.
 //! - A company's or contact's `with=leads` (and a company's `with=contacts`): the linked
 //!   records as bare `{id, _links}`, all of them, since the docs give the embedded list no
 //!   page or cap (developers.kommo.com/reference/get-company and get-contact); a client then
@@ -104,6 +110,8 @@ pub const COMPANY_ROMASHKA: i64 = 41_300_001;
 
 pub const TASK_TYPE_FOLLOW_UP: i64 = 1;
 pub const TASK_TYPE_MEETING: i64 = 2;
+/// The id of the products catalog «Товары».
+pub const CATALOG_PRODUCTS: i64 = 4_521;
 
 const MAX_BATCH: usize = 250;
 const MAX_LIMIT: usize = 250;
@@ -312,6 +320,33 @@ impl AmoEmulator {
     /// Adds a lead as if a manager had made it; panics on a value the API would refuse.
     pub fn seed_lead(&self, lead: NewLead) -> i64 {
         self.lock().seed_lead(lead)
+    }
+
+    /// Adds a product to the catalog «Товары» (with a «Бренд» field of its own); returns
+    /// the element's id.
+    pub fn seed_product(&self, name: &str, brand: Option<&str>, price: f64) -> i64 {
+        let mut acc = self.lock();
+        let id = acc.new_id();
+        acc.products.insert(
+            id,
+            CatalogElement {
+                name: name.to_owned(),
+                sku: format!("SKU-{id}"),
+                brand: brand.map(str::to_owned),
+                price,
+            },
+        );
+        id
+    }
+
+    /// Links a product of the catalog to a lead, as a manager adding it to the request.
+    pub fn link_product(&self, lead: i64, element: i64, quantity: f64) {
+        let mut acc = self.lock();
+        assert!(acc.products.contains_key(&element), "no product {element}");
+        acc.lead_products
+            .entry(lead)
+            .or_default()
+            .push((element, quantity));
     }
 
     pub fn seed_contact(&self, contact: NewContact) -> i64 {
@@ -639,6 +674,15 @@ struct Lead {
     company_id: Option<i64>,
 }
 
+/// An element of the products catalog.
+#[derive(Debug, Clone)]
+struct CatalogElement {
+    name: String,
+    sku: String,
+    brand: Option<String>,
+    price: f64,
+}
+
 #[derive(Debug, Clone)]
 struct Contact {
     id: i64,
@@ -776,6 +820,10 @@ struct Account {
     tasks: BTreeMap<i64, Task>,
     notes: BTreeMap<i64, Note>,
     tags: BTreeMap<i64, String>,
+    /// The products catalog («Товары», [`CATALOG_PRODUCTS`]): its elements by id.
+    products: BTreeMap<i64, CatalogElement>,
+    /// Each lead's linked catalog elements: (element, quantity), in the order linked.
+    lead_products: BTreeMap<i64, Vec<(i64, f64)>>,
     client: OAuthClient,
     codes: HashMap<String, Code>,
     access: HashMap<String, AccessToken>,
@@ -925,6 +973,8 @@ impl Account {
             tasks: BTreeMap::new(),
             notes: BTreeMap::new(),
             tags: BTreeMap::new(),
+            products: BTreeMap::new(),
+            lead_products: BTreeMap::new(),
             client: OAuthClient {
                 client_id: format!(
                     "{}-{}-{}-{}-{}",
@@ -1408,6 +1458,23 @@ impl Account {
                     .map(|f| self.render_field(f))
                     .collect();
                 self.paged(q, path, raw_query, "custom_fields", items, true)
+            }
+            ["leads", lid, "links"] if get => match id(lid).and_then(|i| self.leads.get(&i)) {
+                Some(lead) => self.lead_links(lead, path),
+                None => Reply::empty(StatusCode::NO_CONTENT),
+            },
+            ["catalogs", cid, "elements"] if get => {
+                if id(cid) != Some(CATALOG_PRODUCTS) {
+                    return problem(StatusCode::NOT_FOUND, "Not Found", "Catalog not found");
+                }
+                let wanted = q.ints("filter[id]");
+                let items = self
+                    .products
+                    .iter()
+                    .filter(|(id, _)| wanted.is_empty() || wanted.contains(id))
+                    .map(|(id, e)| render_element(*id, e))
+                    .collect();
+                self.paged(q, path, raw_query, "elements", items, false)
             }
             ["leads", "notes"] if post => self.add_notes(None, body, user),
             ["leads", lid, "notes"] if post => match id(lid) {
@@ -2825,6 +2892,42 @@ impl Account {
 
     /// A page of `items`: 204 when it is empty; `_links.next` whenever the page is full, so a
     /// client walking `next` ends on a 204, as against the real API (assumed rule).
+    /// A lead's links: its catalog elements, contacts and company, as the links API lists
+    /// them.
+    fn lead_links(&self, lead: &Lead, path: &str) -> Reply {
+        let mut links: Vec<Value> = self
+            .lead_products
+            .get(&lead.id)
+            .into_iter()
+            .flatten()
+            .map(|(element, quantity)| {
+                json!({
+                    "to_entity_id": element,
+                    "to_entity_type": "catalog_elements",
+                    "metadata": { "quantity": quantity, "catalog_id": CATALOG_PRODUCTS },
+                })
+            })
+            .collect();
+        links.extend(lead.contacts.iter().map(|(id, main)| {
+            json!({
+                "to_entity_id": id,
+                "to_entity_type": "contacts",
+                "metadata": { "main_contact": main },
+            })
+        }));
+        links.extend(lead.company_id.map(
+            |id| json!({ "to_entity_id": id, "to_entity_type": "companies", "metadata": null }),
+        ));
+        Reply::json(
+            StatusCode::OK,
+            json!({
+                "_total_items": links.len(),
+                "_links": self.href(path),
+                "_embedded": { "links": links },
+            }),
+        )
+    }
+
     fn paged(
         &self,
         q: &Query,
@@ -2863,6 +2966,41 @@ impl Account {
         }
         Reply::json(StatusCode::OK, body)
     }
+}
+
+/// A catalog element as `GET /api/v4/catalogs/{id}/elements` renders it.
+fn render_element(id: i64, e: &CatalogElement) -> Value {
+    let field = |fid: i64, name: &str, code: Value, kind: &str, value: Value| {
+        json!({
+            "field_id": fid, "field_name": name, "field_code": code, "field_type": kind,
+            "values": [{ "value": value }],
+        })
+    };
+    let mut fields = vec![
+        field(271207, "Артикул", json!("SKU"), "text", json!(e.sku)),
+        field(
+            271211,
+            "Цена",
+            json!("PRICE"),
+            "numeric",
+            json!(e.price.to_string()),
+        ),
+    ];
+    if let Some(brand) = &e.brand {
+        fields.push(field(271215, "Бренд", Value::Null, "text", json!(brand)));
+    }
+    json!({
+        "id": id,
+        "name": e.name,
+        "created_by": 0,
+        "updated_by": 0,
+        "created_at": 1_760_000_000,
+        "updated_at": 1_760_000_000,
+        "is_deleted": null,
+        "custom_fields_values": fields,
+        "catalog_id": CATALOG_PRODUCTS,
+        "account_id": ACCOUNT_ID,
+    })
 }
 
 // ---------------------------------------------------------------------------------------

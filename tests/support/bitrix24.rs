@@ -14,6 +14,10 @@
 //!   webhook), error phrases as collected by bitrix24/b24phpsdk `src/Core/ApiLevelErrorHandler.php`
 //!   and bitrix24/b24pysdk `b24pysdk/error/` (status per code; "Method is blocked due to
 //!   operation time limit.").
+//! - Product rows: dev.1c-bitrix.ru/rest_help/crm/cdeals/crm_deal_productrows_get.php and
+//!   `_set.php` (`id`, `rows` of `PRODUCT_ID`/`PRODUCT_NAME`/`PRICE`/`QUANTITY`; a set replaces
+//!   every row and recomputes the deal's sum), row fields as `crm.item.productrow.get` lists
+//!   them (`productName`, `price` with discounts and taxes in, `quantity`, `measureName`).
 //! - Batch: `settings/how-to-call-rest-api/batch.md` (`halt`, `cmd`, 50 commands,
 //!   `result`/`result_error`/`result_total`/`result_next`/`result_time`, `$result[..]` references,
 //!   `ERROR_BATCH_LENGTH_EXCEEDED`, `ERROR_BATCH_METHOD_NOT_ALLOWED`).
@@ -287,6 +291,23 @@ impl B24Emulator {
 
     pub fn seed_contact(&self, fields: Value) -> i64 {
         self.seed(Kind::Contact, fields)
+    }
+
+    /// Sets a deal's product rows as a manager would (`crm.deal.productrows.set`): each
+    /// `(name, price, quantity)`.
+    pub fn set_deal_products(&self, deal: i64, rows: &[(&str, f64, f64)]) {
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|(name, price, quantity)| {
+                json!({"PRODUCT_NAME": name, "PRICE": price, "QUANTITY": quantity})
+            })
+            .collect();
+        let mut params = Map::new();
+        params.insert("id".into(), json!(deal));
+        params.insert("rows".into(), Value::Array(rows));
+        self.portal()
+            .product_rows_set(Kind::Deal, &params, WEBHOOK_USER_ID)
+            .unwrap_or_else(|e| panic!("product rows of {deal}: {}", e.description));
     }
 
     pub fn seed_company(&self, fields: Value) -> i64 {
@@ -1208,6 +1229,9 @@ struct Portal {
     next_task_comment_id: i64,
     comments: Vec<Value>,
     next_comment_id: i64,
+    /// The product rows of deals and leads, by owner.
+    product_rows: HashMap<(Kind, i64), Vec<Value>>,
+    next_product_row_id: i64,
 }
 
 fn random_token(len: usize) -> String {
@@ -1308,6 +1332,8 @@ impl Portal {
             next_task_comment_id: 4101,
             comments: Vec::new(),
             next_comment_id: 9001,
+            product_rows: HashMap::new(),
+            next_product_row_id: 7001,
         };
         portal.seed_directory();
         portal.seed_people();
@@ -1839,6 +1865,14 @@ impl Portal {
         }
         match method {
             "crm.deal.contact.items.get" => self.deal_contacts(p).map(Outcome::one),
+            "crm.deal.productrows.get" => self.product_rows_get(Kind::Deal, p).map(Outcome::one),
+            "crm.lead.productrows.get" => self.product_rows_get(Kind::Lead, p).map(Outcome::one),
+            "crm.deal.productrows.set" => {
+                self.product_rows_set(Kind::Deal, p, user).map(Outcome::one)
+            }
+            "crm.lead.productrows.set" => {
+                self.product_rows_set(Kind::Lead, p, user).map(Outcome::one)
+            }
             "crm.item.get" => self.item_get(p).map(Outcome::one),
             "crm.item.update" => self.item_update(p, user).map(Outcome::one),
             "crm.activity.todo.add" => self.todo_add(p, user).map(Outcome::one),
@@ -2035,6 +2069,90 @@ impl Portal {
             out.insert(k.clone(), v.clone());
         }
         Some(Value::Object(out))
+    }
+
+    fn owner_exists(&self, kind: Kind, id: i64) -> bool {
+        match kind {
+            Kind::Deal => self.deals.contains_key(&id),
+            Kind::Lead => self.leads.contains_key(&id),
+            _ => false,
+        }
+    }
+
+    fn product_rows_get(&self, kind: Kind, p: &Map<String, Value>) -> Result<Value, ApiError> {
+        let id = Self::old_id(p)?;
+        if !self.owner_exists(kind, id) {
+            return Err(ApiError::old("Not found."));
+        }
+        Ok(Value::Array(
+            self.product_rows
+                .get(&(kind, id))
+                .cloned()
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// Replaces the rows, and the owner's sum becomes theirs.
+    fn product_rows_set(
+        &mut self,
+        kind: Kind,
+        p: &Map<String, Value>,
+        user: i64,
+    ) -> Result<Value, ApiError> {
+        let id = Self::old_id(p)?;
+        if !self.owner_exists(kind, id) {
+            return Err(ApiError::old("Not found."));
+        }
+        let given: Vec<Value> = match get_ci(p, "rows") {
+            Some(Value::Array(rows)) => rows.clone(),
+            Some(Value::Object(rows)) => rows.values().cloned().collect(),
+            None => Vec::new(),
+            Some(_) => return Err(ApiError::old("Parameter 'rows' must be array.")),
+        };
+        let owner_type = if kind == Kind::Deal { "D" } else { "L" };
+        let mut rows = Vec::new();
+        let mut sum = 0.0;
+        for (i, row) in given.iter().enumerate() {
+            let field = |k: &str| get_ci(row.as_object().unwrap_or(&Map::new()), k).cloned();
+            let price = field("PRICE").as_ref().and_then(as_f64).unwrap_or(0.0);
+            let quantity = field("QUANTITY").as_ref().and_then(as_f64).unwrap_or(1.0);
+            let name = field("PRODUCT_NAME")
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            sum += price * quantity;
+            let row_id = self.next_product_row_id;
+            self.next_product_row_id += 1;
+            rows.push(json!({
+                "ID": row_id.to_string(),
+                "OWNER_ID": id.to_string(),
+                "OWNER_TYPE": owner_type,
+                "PRODUCT_ID": field("PRODUCT_ID").and_then(|v| as_i64(&v)).unwrap_or(0),
+                "PRODUCT_NAME": name,
+                "ORIGINAL_PRODUCT_NAME": name,
+                "PRODUCT_DESCRIPTION": null,
+                "PRICE": price,
+                "PRICE_EXCLUSIVE": price,
+                "PRICE_NETTO": price,
+                "PRICE_BRUTTO": price,
+                "PRICE_ACCOUNT": format!("{price:.2}"),
+                "QUANTITY": quantity,
+                "DISCOUNT_TYPE_ID": 2,
+                "DISCOUNT_RATE": 0,
+                "DISCOUNT_SUM": 0,
+                "TAX_RATE": null,
+                "TAX_INCLUDED": "N",
+                "CUSTOMIZED": "Y",
+                "MEASURE_CODE": 796,
+                "MEASURE_NAME": "шт",
+                "SORT": (i + 1) * 10,
+                "TYPE": 1,
+            }));
+        }
+        self.product_rows.insert((kind, id), rows);
+        let mut fields = Map::new();
+        fields.insert("OPPORTUNITY".into(), json!(format!("{sum:.2}")));
+        self.update(kind, id, &fields, user, Mode::Api)?;
+        Ok(json!(true))
     }
 
     fn deal_contacts(&self, p: &Map<String, Value>) -> Result<Value, ApiError> {

@@ -3,7 +3,11 @@
 //! Shapes from the official API v4 reference (amocrm.ru/developers/content/crm_platform) and
 //! the official PHP client (amocrm/amocrm-api-php): `_embedded` lists, `custom_fields_values`,
 //! embedded contacts that carry only `{id, is_main}`, 204 for an empty list, tasks created as
-//! an array, notes under `/{entity}/{id}/notes`.
+//! an array, notes under `/{entity}/{id}/notes`. The products of a lead are its links to
+//! catalog elements (`GET /api/v4/leads/{id}/links`, `to_entity_type = catalog_elements`
+//! with `metadata.quantity` and `metadata.catalog_id`), read from their catalogs
+//! (`GET /api/v4/catalogs/{catalog_id}/elements?filter[id][]=…`, the price in the field
+//! coded `PRICE`): crm_platform/entity-links-api and crm_platform/catalogs-api.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -21,6 +25,7 @@ use crate::adapters::crm::{Client, Crm, CrmError, LeadFilter, merged};
 use crate::adapters::store::Store;
 use crate::domain::lead::{Company, Contact, FieldValue, Fields, Lead, LeadUpdate};
 use crate::domain::manager::Manager;
+use crate::domain::product::Product;
 use crate::domain::rate::Rate;
 use crate::domain::task::{EntityKind, EntityRef, Named, NewTask, Stage, Task, TaskKind};
 
@@ -87,6 +92,29 @@ fn embedded<'a>(v: &'a Value, list: &str) -> &'a [Value] {
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[])
+}
+
+/// The first value of a catalog element's field, found by its code or by its name.
+fn element_field<'a>(element: &'a Value, code: &str, names: &[&str]) -> Option<&'a Value> {
+    element
+        .get("custom_fields_values")?
+        .as_array()?
+        .iter()
+        .find(|f| {
+            f.get("field_code").and_then(Value::as_str) == Some(code)
+                || f.get("field_name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| names.iter().any(|want| n.eq_ignore_ascii_case(want)))
+        })?
+        .pointer("/values/0/value")
+}
+
+fn number_of(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().replace(',', ".").parse().ok(),
+        _ => None,
+    }
 }
 
 /// The names of a lead's `_embedded.tags`.
@@ -683,6 +711,63 @@ impl Crm for AmoCrm {
             lead.company = self.company(&company_id).await?;
         }
         Ok(Some(lead))
+    }
+
+    async fn lead_products(&self, id: &str) -> Result<Vec<Product>, CrmError> {
+        let Some(body) = self.get(&format!("/api/v4/leads/{id}/links"), &[]).await? else {
+            return Ok(Vec::new());
+        };
+        // (element, catalog, quantity) in the order of the links.
+        let linked: Vec<(String, String, Option<f64>)> = embedded(&body, "links")
+            .iter()
+            .filter(|l| l.get("to_entity_type").and_then(Value::as_str) == Some("catalog_elements"))
+            .filter_map(|l| {
+                Some((
+                    id_of(l.get("to_entity_id")?)?,
+                    id_of(l.pointer("/metadata/catalog_id")?)?,
+                    l.pointer("/metadata/quantity").and_then(number_of),
+                ))
+            })
+            .collect();
+        let mut elements: HashMap<String, Value> = HashMap::new();
+        let catalogs: BTreeMap<&str, Vec<&str>> =
+            linked
+                .iter()
+                .fold(BTreeMap::new(), |mut by, (element, catalog, _)| {
+                    by.entry(catalog.as_str())
+                        .or_default()
+                        .push(element.as_str());
+                    by
+                });
+        for (catalog, ids) in catalogs {
+            let query: Vec<(String, String)> = ids
+                .iter()
+                .map(|id| ("filter[id][]".to_owned(), (*id).to_owned()))
+                .collect();
+            let found = self
+                .get(&format!("/api/v4/catalogs/{catalog}/elements"), &query)
+                .await?
+                .unwrap_or(Value::Null);
+            for element in embedded(&found, "elements") {
+                if let Some(id) = element.get("id").and_then(id_of) {
+                    elements.insert(id, element.clone());
+                }
+            }
+        }
+        Ok(linked
+            .iter()
+            .filter_map(|(id, _, quantity)| {
+                let element = elements.get(id)?;
+                Some(Product {
+                    name: element.get("name")?.as_str()?.to_owned(),
+                    brand: element_field(element, "BRAND", &["Бренд", "Производитель"])
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    quantity: *quantity,
+                    price: element_field(element, "PRICE", &["Цена"]).and_then(number_of),
+                })
+            })
+            .collect())
     }
 
     async fn update_lead(&self, id: &str, update: &LeadUpdate) -> Result<(), CrmError> {

@@ -50,6 +50,7 @@ use crate::config::BITRIX24_WEBHOOK_VAR;
 pub use crate::config::{B24Entity, TodoVia};
 use crate::domain::lead::{Company, Contact, FieldValue, Fields, Lead, LeadUpdate};
 use crate::domain::manager::Manager;
+use crate::domain::product::Product;
 use crate::domain::rate::Rate;
 use crate::domain::task::{EntityKind, EntityRef, Named, NewTask, Stage, Task, TaskKind};
 
@@ -1711,6 +1712,30 @@ impl Crm for Bitrix24 {
             lead.company = Self::read_company(&answer.result, &resolved.companies);
         }
         Ok(Some(lead))
+    }
+
+    async fn lead_products(&self, id: &str) -> Result<Vec<Product>, CrmError> {
+        // `crm.deal.productrows.get` / `crm.lead.productrows.get`: the rows with
+        // `PRODUCT_NAME`, `PRICE` (one, discounts and taxes in) and `QUANTITY`. A row has no
+        // brand: Bitrix24 keeps it, where at all, in the catalog's own properties.
+        let result = self
+            .call(
+                &method_of(self.entity, "productrows.get"),
+                &json!({"id": numeric(id)}),
+            )
+            .await?;
+        Ok(rows(&result)
+            .iter()
+            .filter_map(|row| {
+                Some(Product {
+                    name: row.get("PRODUCT_NAME")?.as_str()?.trim().to_owned(),
+                    brand: None,
+                    quantity: row.get("QUANTITY").and_then(number),
+                    price: row.get("PRICE").and_then(number),
+                })
+            })
+            .filter(|p| !p.name.is_empty())
+            .collect())
     }
 
     async fn update_lead(&self, id: &str, update: &LeadUpdate) -> Result<(), CrmError> {

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use crate::adapters::store::StoreError;
 use crate::domain::lead::{Company, Contact, Fields, Lead, LeadUpdate};
 use crate::domain::manager::Manager;
+use crate::domain::product::Product;
 use crate::domain::task::{EntityRef, Named, NewTask, Stage, Task};
 
 /// Why a CRM call failed.
@@ -157,6 +158,9 @@ pub trait Crm: Send + Sync {
     /// contacts, company and custom fields are not read, to keep it to the fewest requests.
     /// A client that does not exist has no leads.
     async fn client_leads(&self, client: &Client) -> Result<Vec<Lead>, CrmError>;
+    /// The products of a lead's request (amoCRM: the catalog elements linked to it;
+    /// Bitrix24: its product rows), in the CRM's order; none when it has none.
+    async fn lead_products(&self, id: &str) -> Result<Vec<Product>, CrmError>;
     /// Creates a task; returns its id.
     async fn create_task(&self, task: &NewTask) -> Result<String, CrmError>;
     /// Marks a task done, with a result text.

@@ -506,6 +506,17 @@ impl Store {
         Ok(list)
     }
 
+    /// Appends `item` to the list `name` and keeps only its last `keep` items, in one step:
+    /// a short history (a client's last messages) that never grows.
+    pub async fn push_capped(&self, name: &str, item: &str, keep: usize) -> Result<(), StoreError> {
+        each!(self, s => s.push_capped(name, item, keep.max(1)).await)
+    }
+
+    /// The items of the list `name`, the oldest first; empty when there is none.
+    pub async fn list(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        each!(self, s => s.list(name).await)
+    }
+
     /// Adds `by` to the counter `name` and returns its new value, atomically. A counter
     /// that did not exist (or expired) starts from 0 and lives `ttl` from then.
     pub async fn bump(&self, name: &str, by: i64, ttl: Duration) -> Result<i64, StoreError> {

@@ -911,6 +911,33 @@ impl RedisStore {
         Ok(conn.smembers(self.key(&format!("set:{name}"))).await?)
     }
 
+    pub(super) async fn push_capped(
+        &self,
+        name: &str,
+        item: &str,
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.key(&format!("list:{name}"));
+        // MULTI/EXEC: the push and the trim land together.
+        let _: () = redis::pipe()
+            .atomic()
+            .rpush(&key, item)
+            .ignore()
+            .ltrim(&key, -(keep as isize), -1)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn list(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(conn
+            .lrange(self.key(&format!("list:{name}")), 0, -1)
+            .await?)
+    }
+
     pub(super) async fn bump(&self, name: &str, by: i64, ttl: Duration) -> Result<i64, StoreError> {
         let mut conn = self.conn.clone();
         Ok(Script::new(BUMP)

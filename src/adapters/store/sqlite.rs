@@ -97,6 +97,11 @@ const SCHEMA: &[&str] = &[
         name TEXT NOT NULL,
         member TEXT NOT NULL,
         PRIMARY KEY (name, member))",
+    "CREATE TABLE IF NOT EXISTS robot_lists (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        item TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS robot_lists_name ON robot_lists(name, seq)",
     "CREATE TABLE IF NOT EXISTS robot_counters (
         name TEXT PRIMARY KEY,
         count INTEGER NOT NULL,
@@ -760,6 +765,39 @@ impl SqliteStore {
     pub(super) async fn members(&self, name: &str) -> Result<Vec<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT member FROM robot_sets WHERE name = ?1")
+                .bind(name)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    pub(super) async fn push_capped(
+        &self,
+        name: &str,
+        item: &str,
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO robot_lists (name, item) VALUES (?1, ?2)")
+            .bind(name)
+            .bind(item)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "DELETE FROM robot_lists WHERE name = ?1 AND seq NOT IN
+               (SELECT seq FROM robot_lists WHERE name = ?1 ORDER BY seq DESC LIMIT ?2)",
+        )
+        .bind(name)
+        .bind(keep as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn list(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT item FROM robot_lists WHERE name = ?1 ORDER BY seq")
                 .bind(name)
                 .fetch_all(&self.pool)
                 .await?,

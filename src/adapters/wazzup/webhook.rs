@@ -31,6 +31,37 @@ struct Message {
     is_echo: bool,
     #[serde(default)]
     date_time: Option<String>,
+    /// `text`, `image`, `audio`, `video`, `document`, `vcard`, `geo`, `missing_call`…
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+impl Message {
+    /// The text, or the kind of a message that has none, in the words of a letter.
+    fn said(&self) -> Option<String> {
+        if let Some(text) = self
+            .text
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            return Some(text.to_owned());
+        }
+        let kind = match self.kind.as_deref()? {
+            "image" => "изображение",
+            "audio" => "голосовое сообщение",
+            "video" => "видео",
+            "document" => "файл",
+            "vcard" => "контакт",
+            "geo" => "геопозиция",
+            "missing_call" => "пропущенный звонок",
+            "text" => return None,
+            other => other,
+        };
+        Some(format!("[{kind}]"))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +100,7 @@ pub fn parse(body: &[u8], channels: &[String]) -> Result<Parsed, WebhookError> {
         }
         let phone = (m.chat_type == "whatsapp" && m.chat_id.bytes().all(|b| b.is_ascii_digit()))
             .then(|| m.chat_id.clone());
+        let text = m.said();
         parsed.caller = Caller {
             account: Some(m.channel_id.clone()),
             ..Caller::default()
@@ -92,6 +124,7 @@ pub fn parse(body: &[u8], channels: &[String]) -> Result<Parsed, WebhookError> {
                 channel_id: m.channel_id,
                 message_id: m.message_id,
                 phone,
+                text,
             },
         });
     }
@@ -147,6 +180,22 @@ mod tests {
         assert_eq!(e.entity_id, "79161234567");
         assert_eq!(e.dedup_key, "wazzup:c1:client_replied:79161234567:m1");
         assert_eq!(e.occurred_at, Some(1_795_424_400));
+        let EventKind::ClientReplied { text, .. } = &e.kind else {
+            panic!("{:?}", e.kind);
+        };
+        assert_eq!(text.as_deref(), Some("ok"));
+    }
+
+    #[test]
+    fn a_message_without_text_says_what_it_was() {
+        let body = br#"{"messages":[
+            {"messageId":"m3","channelId":"c1","chatType":"whatsapp","chatId":"79161234567","type":"audio","contentUri":"https://store.wazzup24.com/a.ogg"}
+        ]}"#;
+        let p = parse(body, &[]).unwrap();
+        let EventKind::ClientReplied { text, .. } = &p.events[0].kind else {
+            panic!("{:?}", p.events[0].kind);
+        };
+        assert_eq!(text.as_deref(), Some("[голосовое сообщение]"));
     }
 
     #[test]

@@ -163,6 +163,8 @@ pub struct Chains {
     /// How long a claimed step may be at work before its worker is taken for dead and the
     /// step looked at again: longer than any send with its retries.
     pub lease: Duration,
+    /// What the company offers instead of products it does not have (`[[analogues]]`).
+    pub analogues: Vec<crate::domain::product::Analogue>,
 }
 
 impl Chains {

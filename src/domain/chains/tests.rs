@@ -100,6 +100,7 @@ fn chains(list: Vec<Chain>) -> Chains {
         session: Duration::from_secs(24 * 3600),
         stop_tag: "стоп робот".into(),
         lease: Duration::from_secs(300),
+        analogues: Vec::new(),
     }
 }
 
@@ -297,6 +298,7 @@ fn a_reply_a_call_a_meeting_a_stage_a_win_or_the_manager_stop_a_chain() {
         channel_id: "c".into(),
         message_id: "m".into(),
         phone: None,
+        text: None,
     };
     assert_eq!(
         c.should_stop(&e, Some(&replied), &lead),

@@ -119,7 +119,10 @@ impl ChainEngine {
         store: &Store,
     ) -> Result<Vec<(String, String)>, HandlerError> {
         let EventKind::ClientReplied {
-            chat_type, phone, ..
+            chat_type,
+            phone,
+            text,
+            ..
         } = &event.kind
         else {
             return Ok(Vec::new());
@@ -136,6 +139,14 @@ impl ChainEngine {
             .and_then(|t| DateTime::from_timestamp(t, 0))
             .unwrap_or(now);
         state::record_reply(store, &phone, at).await?;
+        if let Some(text) = text {
+            let said = state::Said {
+                at,
+                from_client: true,
+                text: text.clone(),
+            };
+            state::record_message(store, &phone, &said).await?;
+        }
         let mut stopped = Vec::new();
         for lead in state::leads_of_phone(store, &phone).await? {
             for record in store.enrolments_of(&lead).await? {

@@ -9,16 +9,20 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use tokio::sync::RwLock;
 
+use super::state;
 use crate::adapters::crm::{Client, Crm, CrmError};
+use crate::adapters::store::{Store, StoreError};
 use crate::adapters::wazzup::send::whatsapp_chat_id;
 use crate::domain::chains::facts::{LOSS_REASON, LOST, OUTCOME, PRIORITY, STAGE, WON};
 use crate::domain::chains::{
-    Calendar, CompanyView, ContactView, LeadView, ManagerView, PurchaseView, TemplateContext,
+    Calendar, CompanyView, ContactView, LeadView, ManagerView, MessageView, ProductView,
+    PurchaseView, TemplateContext,
 };
 use crate::domain::condition::{Facts, TAGS};
 use crate::domain::lead::{Closed, FieldValue, Lead, closed};
 use crate::domain::manager::Manager;
 use crate::domain::priority::Priority;
+use crate::domain::product::{Analogue, Product, analogues_for};
 use crate::domain::task::{Named, Stage};
 
 /// The account's names the engine needs.
@@ -207,14 +211,67 @@ fn text_fields(fields: &crate::domain::lead::Fields) -> std::collections::BTreeM
         .collect()
 }
 
-/// What a template sees of `lead`. The client's earlier purchases are read from the CRM
-/// only when `purchases` is true (a template that shows them).
+/// The lists a template shows that cost a read: the client's earlier purchases (the CRM),
+/// the products of the request and their analogues (the CRM), the last messages (the
+/// store).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// `purchases`.
+    pub purchases: bool,
+    /// `products` or `analogues`.
+    pub products: bool,
+    /// `messages`.
+    pub messages: bool,
+}
+
+impl Needs {
+    /// What the placeholders of one or more templates ask for ("purchases", "lead.name"…).
+    pub fn of<'a>(placeholders: impl IntoIterator<Item = &'a String>) -> Needs {
+        let mut needs = Needs::default();
+        for p in placeholders {
+            match p.split('.').next() {
+                Some("purchases") => needs.purchases = true,
+                Some("products" | "analogues") => needs.products = true,
+                Some("messages") => needs.messages = true,
+                _ => {}
+            }
+        }
+        needs
+    }
+}
+
+/// Where a template's lists come from, beside the lead.
+pub struct Sources<'a> {
+    /// The CRM, for the purchases and the products.
+    pub crm: &'a dyn Crm,
+    /// The store, for the last messages.
+    pub store: &'a Store,
+    /// `[[analogues]]` of `chains.toml`.
+    pub analogues: &'a [Analogue],
+    /// The client's WhatsApp numbers and time zone.
+    pub seen: &'a Seen,
+}
+
+/// Why a template's context could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    /// The CRM did not answer.
+    #[error(transparent)]
+    Crm(#[from] CrmError),
+    /// The store did not answer.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a template sees of `lead`. The lists that cost a read are read only when `needs`
+/// says a template shows them; dates are on the client's clock.
 pub async fn context_of(
     lead: &Lead,
     names: &Names,
-    crm: &dyn Crm,
-    purchases: bool,
-) -> Result<TemplateContext, CrmError> {
+    from: &Sources<'_>,
+    needs: Needs,
+) -> Result<TemplateContext, ContextError> {
+    let zone = from.seen.zone;
     let stage = names.stage(&lead.status_id).unwrap_or_default().to_owned();
     let contact = lead.main_contact().map_or_else(ContactView::default, |c| {
         let field = |name: &str| c.fields.get(name).map(FieldValue::as_text);
@@ -263,8 +320,34 @@ pub async fn context_of(
         manager,
         ..TemplateContext::default()
     };
-    if purchases && let Some(client) = Client::of(lead) {
-        let mut won: Vec<Lead> = crm
+    if needs.products {
+        let products = from.crm.lead_products(&lead.id).await?;
+        context.analogues = analogues_for(&products, from.analogues)
+            .iter()
+            .map(product_view)
+            .collect();
+        context.products = products.iter().map(product_view).collect();
+    }
+    if needs.messages {
+        context.messages = state::messages_of(from.store, &from.seen.phones)
+            .await?
+            .into_iter()
+            .map(|m| MessageView {
+                at: m
+                    .at
+                    .with_timezone(&zone)
+                    .format("%d.%m.%Y %H:%M")
+                    .to_string(),
+                from_client: m.from_client,
+                text: m.text,
+            })
+            .collect();
+    }
+    if needs.purchases
+        && let Some(client) = Client::of(lead)
+    {
+        let mut won: Vec<Lead> = from
+            .crm
             .client_leads(&client)
             .await?
             .into_iter()
@@ -275,7 +358,7 @@ pub async fn context_of(
             .iter()
             .map(|l| PurchaseView {
                 date: DateTime::<Utc>::from_timestamp(l.updated_at.max(l.created_at), 0)
-                    .map(|d| d.format("%d.%m.%Y").to_string())
+                    .map(|d| d.with_timezone(&zone).format("%d.%m.%Y").to_string())
                     .unwrap_or_default(),
                 name: l.name.clone(),
                 amount: l.budget,
@@ -283,4 +366,13 @@ pub async fn context_of(
             .collect();
     }
     Ok(context)
+}
+
+fn product_view(p: &Product) -> ProductView {
+    ProductView {
+        name: p.name.clone(),
+        brand: p.brand.clone().unwrap_or_default(),
+        quantity: p.quantity,
+        price: p.price,
+    }
 }

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use super::lead::{context_of, seen};
+use super::lead::{ContextError, Needs, Sources, context_of, seen};
 use super::{ChainEngine, crm_error, state};
 use crate::adapters::store::Store;
 use crate::domain::chains::{Channel, Decided, Enrolment};
@@ -90,16 +90,29 @@ impl ChainEngine {
         let last = state::last_reply_of(store, &seen.phones)
             .await
             .map_err(HandlerError::from)?;
-        let purchases = c.steps.iter().any(|s| match &s.action {
-            crate::domain::chains::Action::Message { template, .. } => self
-                .templates
-                .placeholders(template)
-                .is_ok_and(|p| p.iter().any(|p| p.split('.').next() == Some("purchases"))),
-            _ => false,
-        });
-        let context = context_of(&lead, &names, self.crm.as_ref(), purchases)
+        let placeholders: Vec<String> = c
+            .steps
+            .iter()
+            .filter_map(|s| match &s.action {
+                crate::domain::chains::Action::Message { template, .. } => {
+                    self.templates.placeholders(template).ok()
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let from = Sources {
+            crm: self.crm.as_ref(),
+            store,
+            analogues: &self.chains.analogues,
+            seen: &seen,
+        };
+        let context = context_of(&lead, &names, &from, Needs::of(&placeholders))
             .await
-            .map_err(crm_error)?;
+            .map_err(|e| match e {
+                ContextError::Crm(e) => crm_error(e),
+                ContextError::Store(e) => HandlerError::from(e),
+            })?;
         let mut e = Enrolment::new(c, &lead.id, "preview", &seen.facts, at);
         let mut now = at;
         let mut steps = Vec::new();

@@ -4,12 +4,15 @@
 //! - `chains:replied:{phone}` (a value): when the client last wrote in WhatsApp, for the
 //!   24 hours;
 //! - `chains:phone:{phone}` (a set): the leads of a phone, to stop their chains on a reply;
+//! - `chains:messages:{phone}` (a capped list): the last WhatsApp messages with the client,
+//!   theirs and the robot's, for the templates;
 //! - `chains:sent:{channel}:{minute}` and `chains:client:{client}:{day}` (counters): the
 //!   throttles.
 
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::adapters::store::{Store, StoreError};
 use crate::domain::chains::Channel;
@@ -65,6 +68,49 @@ pub async fn record_reply(store: &Store, phone: &str, at: DateTime<Utc>) -> Resu
         return Ok(());
     }
     store.set_value(&replied_key(phone), &at.to_rfc3339()).await
+}
+
+/// How many of the last messages with a client are kept, and shown to a template.
+pub const MESSAGES_KEPT: usize = 10;
+
+/// One message between the client and the company, as kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Said {
+    /// When it was written.
+    pub at: DateTime<Utc>,
+    /// Whether the client wrote it (otherwise the robot did).
+    pub from_client: bool,
+    /// Its text; a message with no text (a picture, a voice) is kept as what it was.
+    pub text: String,
+}
+
+fn messages_key(phone: &str) -> String {
+    format!("chains:messages:{phone}")
+}
+
+/// Keeps a message of the conversation with the client of `phone`.
+pub async fn record_message(store: &Store, phone: &str, said: &Said) -> Result<(), StoreError> {
+    store
+        .push_capped(
+            &messages_key(phone),
+            &serde_json::to_string(said)?,
+            MESSAGES_KEPT,
+        )
+        .await
+}
+
+/// The last messages with the clients of `phones`, the oldest first, at most
+/// [`MESSAGES_KEPT`]. A webhook delivered late takes its place by its time.
+pub async fn messages_of(store: &Store, phones: &[String]) -> Result<Vec<Said>, StoreError> {
+    let mut all = Vec::new();
+    for phone in phones {
+        for item in store.list(&messages_key(phone)).await? {
+            all.push(serde_json::from_str::<Said>(&item)?);
+        }
+    }
+    all.sort_by_key(|s| s.at);
+    let skip = all.len().saturating_sub(MESSAGES_KEPT);
+    Ok(all.split_off(skip))
 }
 
 fn phone_set(phone: &str) -> String {

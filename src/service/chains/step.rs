@@ -23,7 +23,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
 
-use super::lead::{Names, Seen, context_of, seen};
+use super::lead::{Names, Needs, Seen, Sources, context_of, seen};
 use super::{ChainEngine, crm_error, state};
 use crate::adapters::mail::Email;
 use crate::adapters::store::{StepRecord, StepState, Store};
@@ -270,6 +270,7 @@ impl ChainEngine {
         }
         let acted = self
             .act(
+                store,
                 &decision.action,
                 step,
                 &lead,
@@ -465,6 +466,7 @@ impl ChainEngine {
     #[allow(clippy::too_many_arguments)]
     async fn act(
         &self,
+        store: &Store,
         decided: &Decided,
         step: &Step,
         lead: &Lead,
@@ -483,11 +485,15 @@ impl ChainEngine {
                 let Some(phone) = seen.phones.first() else {
                     return Acted::Failed("у клиента нет номера WhatsApp".into());
                 };
-                let text = match self.render(template, lead, names).await {
+                let text = match self.render(template, lead, names, store, seen).await {
                     Ok(r) => r.body,
                     Err(a) => return a,
                 };
-                self.whatsapp(phone, Content::Text(text), skey).await
+                let acted = self
+                    .whatsapp(phone, Content::Text(text.clone()), skey)
+                    .await;
+                self.remember(store, phone, &acted, text, now).await;
+                acted
             }
             Decided::SendApproved { name } => {
                 let Some(phone) = seen.phones.first() else {
@@ -509,7 +515,13 @@ impl ChainEngine {
                         };
                     }
                 };
-                let context = match context_of(lead, names, self.crm.as_ref(), false).await {
+                let from = Sources {
+                    crm: self.crm.as_ref(),
+                    store,
+                    analogues: &self.chains.analogues,
+                    seen,
+                };
+                let context = match context_of(lead, names, &from, Needs::default()).await {
                     Ok(c) => c,
                     Err(e) => {
                         return Acted::Retry {
@@ -528,11 +540,14 @@ impl ChainEngine {
                 let mut values = vec![first, context.manager.name.clone()];
                 values.resize(approved.variables.max(values.len()), lead.name.clone());
                 values.truncate(approved.variables);
+                let said = format!("[шаблон «{name}»: {}]", values.join(", "));
                 let content = Content::Template {
                     id: approved.id,
                     values,
                 };
-                self.whatsapp(phone, content, skey).await
+                let acted = self.whatsapp(phone, content, skey).await;
+                self.remember(store, phone, &acted, said, now).await;
+                acted
             }
             Decided::Send {
                 channel: Channel::Email,
@@ -544,7 +559,7 @@ impl ChainEngine {
                 let Some(to) = &seen.email else {
                     return Acted::Failed("у клиента нет e-mail".into());
                 };
-                let rendered = match self.render(template, lead, names).await {
+                let rendered = match self.render(template, lead, names, store, seen).await {
                     Ok(r) => r,
                     Err(a) => return a,
                 };
@@ -647,18 +662,50 @@ impl ChainEngine {
         }
     }
 
+    /// Keeps a WhatsApp message the robot sent in the conversation the templates see. Best
+    /// effort: the message went, and a store that does not answer only loses it from the
+    /// history.
+    async fn remember(
+        &self,
+        store: &Store,
+        phone: &str,
+        acted: &Acted,
+        text: String,
+        now: DateTime<Utc>,
+    ) {
+        if !matches!(acted, Acted::Done(d) if !d.ends_with("already sent")) {
+            return;
+        }
+        let said = state::Said {
+            at: now,
+            from_client: false,
+            text,
+        };
+        if let Err(e) = state::record_message(store, phone, &said).await {
+            tracing::warn!(error = %e, "a sent message was not kept in the conversation");
+        }
+    }
+
     async fn render(
         &self,
         template: &str,
         lead: &Lead,
         names: &Names,
+        store: &Store,
+        seen: &Seen,
     ) -> Result<crate::domain::chains::Rendered, Acted> {
-        let purchases = self
+        let needs = self
             .templates
             .placeholders(template)
-            .map(|p| p.iter().any(|p| p.split('.').next() == Some("purchases")))
-            .unwrap_or(false);
-        let context = context_of(lead, names, self.crm.as_ref(), purchases)
+            .map(|p| Needs::of(&p))
+            .unwrap_or_default();
+        let from = Sources {
+            crm: self.crm.as_ref(),
+            store,
+            analogues: &self.chains.analogues,
+            seen,
+        };
+        let context = context_of(lead, names, &from, needs)
             .await
             .map_err(|e| Acted::Retry {
                 why: e.to_string(),
