@@ -27,7 +27,7 @@ use crate::helpers::{
 use crate::scoring::amo_client;
 use crate::support::amocrm::{
     AmoEmulator, FIELD_PRIORITY, LOSS_NO_CONTACT, NewContact, NewLead, STATUS_LOST,
-    STATUS_QUALIFICATION, USER_IVAN,
+    STATUS_QUALIFICATION, STATUS_WON, USER_IVAN,
 };
 use crate::support::smtp::SmtpServer;
 use crate::support::wazzup::{CHANNEL_WABA, WazzupEmulator};
@@ -216,6 +216,63 @@ impl World {
         list[0].enrolment.key.clone()
     }
 
+    /// The lead's main contact in the CRM.
+    fn contact(&self) -> i64 {
+        self.amo.lead(self.lead).unwrap()["_embedded"]["contacts"][0]["id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// The key of the lead's enrolment in `chain`, once its first step is planned.
+    async fn enrolled_in(&self, chain: &str) -> String {
+        let store = self.store().clone();
+        let lead = self.lead.to_string();
+        let name = chain.to_owned();
+        eventually(20, move || {
+            let (store, lead, name) = (store.clone(), lead.clone(), name.clone());
+            async move {
+                let list = store.enrolments_of(&lead).await.unwrap();
+                list.iter()
+                    .any(|r| r.enrolment.chain == name && r.due_at.is_some())
+            }
+        })
+        .await
+        .unwrap_or_else(|()| panic!("the lead is enrolled in «{chain}»"));
+        let list = self
+            .store()
+            .enrolments_of(&self.lead.to_string())
+            .await
+            .unwrap();
+        list.into_iter()
+            .find(|r| r.enrolment.chain == chain)
+            .unwrap()
+            .enrolment
+            .key
+    }
+
+    /// A manager closes the lead as lost with the refusal reason `reason`; the webhook comes.
+    async fn lose(&self, reason: i64) {
+        amo_client(&self.amo)
+            .await
+            .update_lead(
+                &self.lead.to_string(),
+                &LeadUpdate {
+                    status_id: Some(STATUS_LOST.to_string()),
+                    loss_reason_id: Some(reason.to_string()),
+                    ..LeadUpdate::default()
+                },
+            )
+            .await
+            .unwrap();
+        let hook = format!(
+            "leads[status][0][id]={}&leads[status][0][status_id]={STATUS_LOST}\
+             &leads[status][0][old_status_id]={STATUS_QUALIFICATION}&leads[status][0][pipeline_id]=7249526\
+             &leads[status][0][last_modified]=1772535600&account[subdomain]=robotdemo&account[id]=29876543",
+            self.lead
+        );
+        assert_eq!(self.app.post_amocrm(hook).await.status(), 200);
+    }
+
     /// Runs the enrolment's next step at the moment it is due; that moment and what the
     /// run did. `None` when nothing is due (finished or stopped).
     async fn run_next(&self, key: &str) -> Option<(DateTime<Utc>, StepRun)> {
@@ -340,6 +397,15 @@ async fn op2_with_no_answer_runs_day_by_day_and_closes_the_lead(backend: Backend
     let record = w.store().enrolment(&key).await.unwrap().unwrap();
     assert_eq!(record.enrolment.next, 8);
     assert_eq!(record.due_at, None, "finished");
+    // The three templates are kept as the company's side of the conversation.
+    let kept = w
+        .store()
+        .list(&format!("chains:messages:{PHONE}"))
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    assert!(kept[0].contains("[шаблон «Аудио Михаила Николаевича»: Андрей Ковалёв, Иван Петров]"));
+    assert!(kept.iter().all(|m| m.contains("\"from_client\":false")));
     w.app.stop().await;
 }
 
@@ -695,3 +761,153 @@ async fn a_task_claimed_but_never_recorded_is_made_once(backend: Backend) {
 }
 
 crate::on_both_backends!(a_task_claimed_but_never_recorded_is_made_once);
+
+/// The out-of-stock letters name the products of the request (the catalog elements linked
+/// to the lead), and the third offers the analogues `[[analogues]]` gives for them.
+async fn the_out_of_stock_letters_name_the_products_and_offer_their_analogues(backend: Backend) {
+    let w = World::new(backend).await;
+    let inverter = w
+        .amo
+        .seed_product("Инвертор САИ-250 ПРОФ", Some("Ресанта"), 18_900.0);
+    w.amo.link_product(w.lead, inverter, 2.0);
+    w.set_clock(moscow("2026-03-05 16:00"));
+    let hook = |at: i64| {
+        format!(
+            "leads[update][0][id]={}&leads[update][0][status_id]={STATUS_QUALIFICATION}\
+             &leads[update][0][pipeline_id]=7249526&leads[update][0][last_modified]={at}\
+             &account[subdomain]=robotdemo&account[id]=29876543",
+            w.lead
+        )
+    };
+    assert_eq!(w.app.post_amocrm(hook(1772715000)).await.status(), 200);
+    w.app.wait_for_journal(1, 20).await;
+    amo_client(&w.amo)
+        .await
+        .update_lead(
+            &w.lead.to_string(),
+            &LeadUpdate {
+                add_tags: vec!["Нет в наличии".into()],
+                ..LeadUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.app.post_amocrm(hook(1772715060)).await.status(), 200);
+    let key = w.enrolled_in("Нет в наличии").await;
+    for _ in 0..3 {
+        let (at, run) = w.run_next(&key).await.unwrap();
+        assert_eq!(run, StepRun::Settled(StepState::Done), "at {}", local(at));
+    }
+    let letters = w.smtp.received();
+    assert_eq!(letters.len(), 3);
+    assert_eq!(
+        letters[0].subject().as_deref(),
+        Some("Инвертор САИ-250 ПРОФ: сейчас нет в наличии")
+    );
+    let first = letters[0].text().unwrap();
+    assert!(
+        first.contains("позиции «Ресанта Инвертор САИ-250 ПРОФ» сейчас нет на складе"),
+        "{first}"
+    );
+    assert_eq!(
+        letters[1].subject().as_deref(),
+        Some("Re: Инвертор САИ-250 ПРОФ")
+    );
+    assert_eq!(
+        letters[2].subject().as_deref(),
+        Some("Аналог: Инвертор САИ-250 ПРОФ")
+    );
+    let third = letters[2].text().unwrap();
+    assert!(
+        third.contains("— Fubag ТИГ-200 Inverter, 45 500 ₽"),
+        "{third}"
+    );
+    assert!(
+        third.contains("— Сварог ARC 250 (R112), 38 900 ₽"),
+        "{third}"
+    );
+    w.app.stop().await;
+}
+
+crate::on_both_backends!(the_out_of_stock_letters_name_the_products_and_offer_their_analogues);
+
+const LOSS_REPAIR: i64 = 13_384_771;
+const LOSS_DUPLICATE: i64 = 13_384_773;
+
+/// A lead lost as «Ремонт и сервис чужой техники»: two weeks on, the letter offers a
+/// replacement for the products asked about and names the client's last purchase, read
+/// from the client's won leads in the CRM.
+async fn a_refusal_letter_names_the_clients_previous_purchase(backend: Backend) {
+    let w = World::new(backend).await;
+    w.amo
+        .add_loss_reason(LOSS_REPAIR, "Ремонт и сервис чужой техники");
+    w.amo.seed_lead(
+        NewLead::new("Аппарат Сварог ARC 200")
+            .status(STATUS_WON)
+            .price(42_000)
+            .contact(w.contact()),
+    );
+    let inverter = w
+        .amo
+        .seed_product("Инвертор САИ-250 ПРОФ", Some("Ресанта"), 18_900.0);
+    w.amo.link_product(w.lead, inverter, 1.0);
+    w.set_clock(moscow("2026-03-03 14:00"));
+    w.lose(LOSS_REPAIR).await;
+    let key = w.enrolled_in("Отказ: ремонт и сервис чужой техники").await;
+    for _ in 0..2 {
+        let (at, run) = w.run_next(&key).await.unwrap();
+        assert_eq!(run, StepRun::Settled(StepState::Done), "at {}", local(at));
+    }
+    let letters = w.smtp.received();
+    assert_eq!(letters.len(), 2);
+    assert_eq!(
+        letters[1].subject().as_deref(),
+        Some("Замена сварочного аппарата")
+    );
+    let offer = letters[1].text().unwrap();
+    assert!(
+        offer.contains("— Fubag ТИГ-200 Inverter, 45 500 ₽"),
+        "{offer}"
+    );
+    assert!(
+        offer.contains("Для постоянных клиентов — как вы (Аппарат Сварог ARC 200, "),
+        "{offer}"
+    );
+    w.app.stop().await;
+}
+
+crate::on_both_backends!(a_refusal_letter_names_the_clients_previous_purchase);
+
+/// The client's WhatsApp messages are kept: a lead then closed as a duplicate gets a letter
+/// that quotes what the client wrote last (the robot's own messages are kept beside them:
+/// see the ОП-2 test).
+async fn a_letter_quotes_the_clients_last_whatsapp_message(backend: Backend) {
+    let w = World::new(backend).await;
+    w.amo
+        .add_loss_reason(LOSS_DUPLICATE, "Повтор уже открытой заявки");
+    w.set_clock(moscow("2026-03-03 10:00"));
+    for text in [
+        "Здравствуйте, нужен компрессор",
+        "На 500 литров, для покрасочной",
+    ] {
+        let (_, status) = w.wazzup.client_writes(CHANNEL_WABA, PHONE, text).await;
+        assert_eq!(status, Some(200));
+    }
+    w.app.wait_for_journal(2, 20).await;
+    w.lose(LOSS_DUPLICATE).await;
+    let key = w.enrolled_in("Отказ: повтор уже открытой заявки").await;
+    let (at, run) = w.run_next(&key).await.unwrap();
+    assert_eq!(run, StepRun::Settled(StepState::Done), "at {}", local(at));
+    let letter = w.smtp.received()[0].text().unwrap();
+    assert!(
+        letter.contains("): «На 500 литров, для покрасочной»"),
+        "{letter}"
+    );
+    assert!(
+        !letter.contains("нужен компрессор"),
+        "only the last: {letter}"
+    );
+    w.app.stop().await;
+}
+
+crate::on_both_backends!(a_letter_quotes_the_clients_last_whatsapp_message);

@@ -442,6 +442,17 @@ impl AmoEmulator {
         pipeline.statuses.sort_by_key(|s| s.sort);
     }
 
+    /// Adds a loss reason to the account, as an administrator does.
+    pub fn add_loss_reason(&self, id: i64, name: &str) {
+        let mut acc = self.lock();
+        let sort = acc.loss_reasons.iter().map(|r| r.sort).max().unwrap_or(0) + 1;
+        acc.loss_reasons.push(LossReason {
+            id,
+            name: name.to_owned(),
+            sort,
+        });
+    }
+
     /// Renames a stage of the sales pipeline, as an administrator does (the lost stage as
     /// «Отказ. Сделка закрыта»).
     pub fn rename_status(&self, id: i64, name: &str) {

@@ -610,3 +610,46 @@ fn a_condition_reads_only_known_facts() {
     assert_eq!(p.line, Some(4));
     assert_eq!(p.hint.as_deref(), Some("did you mean `priority`?"));
 }
+
+#[test]
+fn the_shipped_analogues_are_read() {
+    let rules = shipped();
+    let table = &rules.chains.analogues;
+    assert_eq!(table.len(), 3);
+    assert_eq!(table[0].product, "САИ-250");
+    assert_eq!(table[0].brand.as_deref(), Some("Ресанта"));
+    assert_eq!(table[0].offer[0].name, "ТИГ-200 Inverter");
+    assert_eq!(table[0].offer[0].price, Some(45_500.0));
+}
+
+#[test]
+fn an_analogue_row_without_a_product_or_an_offer_is_refused_at_its_line() {
+    let toml = format!(
+        "{ACCOUNT}[[analogues]]\nproduct = \" \"\noffer = [{{ name = \"a\" }}]\n\n\
+         [[analogues]]\nproduct = \"САИ\"\noffer = []\n\n\
+         [[analogues]]\nproduct = \"MIG\"\noffer = [{{ name = \"b\", price = -5 }}]\n"
+    );
+    let p = check_in(&toml, &[]);
+    let lines: Vec<(Option<usize>, &str)> =
+        p.iter().map(|p| (p.line, p.message.as_str())).collect();
+    assert_eq!(p.len(), 3, "{lines:#?}");
+    assert!(
+        p[0].message.contains("`product` of [[analogues]] is empty"),
+        "{lines:#?}"
+    );
+    assert_eq!(p[0].line, Some(5));
+    assert!(p[1].message.contains("offers nothing"), "{lines:#?}");
+    assert!(
+        p[2].message.contains("`price` is a sum in roubles"),
+        "{lines:#?}"
+    );
+    assert_eq!(p[2].line, Some(14));
+
+    let toml = format!(
+        "{ACCOUNT}[[analogues]]\nproduct = \"TIG\"\noffer = [{{ name = \"c\", cost = 5 }}]\n"
+    );
+    let p = check_in(&toml, &[]);
+    let p = one(&p);
+    assert_eq!(p.line, Some(6));
+    assert!(p.message.contains("cost"), "{}", p.message);
+}
