@@ -109,6 +109,23 @@ pub fn missed(
     events
 }
 
+/// Who changed the manager of a lead, as far as catch-up can tell. A list read shows only
+/// the lead's last editor, and that may be the robot writing a tag after a person moved the
+/// lead to another manager; taken at its word, the person's change would pass for the
+/// robot's echo and never be followed. So a change of manager keeps the last editor only
+/// when the robot itself handed the lead to that manager (`handed_by_robot`); otherwise its
+/// author is unknown, and it is acted on.
+pub fn attribute_manager_change(event: &mut Event, handed_by_robot: Option<&str>) {
+    if let EventKind::LeadResponsibleChanged {
+        responsible_user_id,
+        ..
+    } = &event.kind
+        && handed_by_robot != Some(responsible_user_id.as_str())
+    {
+        event.modified_by = None;
+    }
+}
+
 /// The event a company's webhook would have brought (`contacts[update]` with
 /// `type=company` in amoCRM, `ONCRMCOMPANYUPDATE` in Bitrix24), given when the robot last
 /// saw it changed (`known_updated_at`; `None`: never seen). `None` when the robot is up to
@@ -266,6 +283,41 @@ mod tests {
         );
         assert_eq!(edited[0].kind.name(), "lead_updated");
         assert_eq!(edited[0].crm_entity.as_deref(), Some("deal"));
+    }
+
+    #[test]
+    fn a_change_of_manager_is_the_robots_only_when_it_handed_the_lead_to_that_manager() {
+        let known = Known::of(&lead("10", "5", 100));
+        // A person gave the lead to 6, then the robot (user 1) wrote a tag: the robot is
+        // the last editor.
+        let mut now = lead("10", "6", 200);
+        now.updated_by = Some("1".into());
+        let found = |handed: Option<&str>| {
+            let mut e = missed(Source::Amocrm, "a", None, &now, Some(&known)).remove(0);
+            attribute_manager_change(&mut e, handed);
+            e
+        };
+        assert_eq!(found(None).modified_by, None, "the robot never handed it");
+        assert_eq!(
+            found(Some("5")).modified_by,
+            None,
+            "the robot handed it to 5"
+        );
+        assert_eq!(found(Some("6")).modified_by.as_deref(), Some("1"));
+        let mut edit = missed(
+            Source::Amocrm,
+            "a",
+            None,
+            &lead("10", "5", 300),
+            Some(&known),
+        );
+        edit[0].modified_by = Some("1".into());
+        attribute_manager_change(&mut edit[0], None);
+        assert_eq!(
+            edit[0].modified_by.as_deref(),
+            Some("1"),
+            "not a change of manager"
+        );
     }
 
     fn company(created_at: i64, updated_at: i64) -> Company {

@@ -12,11 +12,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters::crm::{Crm, CrmError, LeadFilter};
 use crate::adapters::store::{Enqueued, Store, StoreError};
-use crate::domain::catchup::{Known, missed, missed_company, missed_task};
+use crate::domain::catchup::{
+    Known, attribute_manager_change, missed, missed_company, missed_task,
+};
 use crate::domain::echo::is_own_echo;
-use crate::domain::event::{Event, Source};
+use crate::domain::event::{Event, EventKind, Source};
 use crate::domain::lead::{Company, Lead};
 use crate::service::jobs::Jobs;
+use crate::service::routing::handed_by_robot;
 
 /// The counter of events found by catch-up that no webhook had brought.
 pub const EVENTS_FOUND: &str = "robot_catchup_events_total";
@@ -187,13 +190,17 @@ impl CatchUp {
                 .value(&key)
                 .await?
                 .and_then(|v| serde_json::from_str(&v).ok());
-            for event in missed(
+            for mut event in missed(
                 self.source,
                 &self.account,
                 self.crm_entity.as_deref(),
                 lead,
                 known.as_ref(),
             ) {
+                if matches!(event.kind, EventKind::LeadResponsibleChanged { .. }) {
+                    let handed = handed_by_robot(store, &lead.id).await?;
+                    attribute_manager_change(&mut event, handed.as_deref());
+                }
                 round.found += usize::from(self.enqueue(&event, &mut round).await?);
             }
             remember(store, self.source, lead).await?;

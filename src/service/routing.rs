@@ -139,6 +139,17 @@ pub enum Routed {
     Busy,
 }
 
+/// The manager the robot itself wrote as the lead's responsible user, if it did (not a
+/// person's hand-over it followed): catch-up asks it to tell the robot's change of manager
+/// from a person's.
+pub async fn handed_by_robot(store: &Store, lead: &str) -> Result<Option<String>, StoreError> {
+    let Some(v) = store.value(&given_key(lead)).await? else {
+        return Ok(None);
+    };
+    let given: Given = serde_json::from_str(&v)?;
+    Ok((given.written && !given.by_hand).then_some(given.manager))
+}
+
 /// A source of the time: the real clock in `serve`, a fixed one in tests.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 

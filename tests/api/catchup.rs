@@ -449,3 +449,83 @@ async fn companies_and_tasks_changed_while_down_are_caught_up_once() {
         app.stop().await;
     }
 }
+
+/// A person gives a lead to another manager while the webhook is lost, and the robot then
+/// writes to the lead (a tag): the CRM shows the robot as the last editor, but the change of
+/// manager is the person's. The catch-up queues it, and the day's loads follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persons_change_of_manager_is_not_taken_for_the_robots_echo() {
+    for backend in [Backend::Redis, Backend::Sqlite] {
+        let amo = AmoEmulator::start().await;
+        amo.disable_rate_limit();
+        amo.set_api_user(USER_ROBOT);
+        let crm: Arc<dyn Crm> = Arc::new(amo_client(&amo).await.with_rate(Rate {
+            per_second: 1000.0,
+            burst: 50,
+        }));
+        let app = robot_with(crm.clone(), backend).await;
+        online(&app, USER_IVAN).await;
+        let catchup = amo_catchup(crm.clone(), &app).with_own_user(Some(USER_ROBOT.to_string()));
+        catchup.start_from(Utc::now()).await.unwrap();
+        let lead = amo.seed_lead(
+            NewLead::new("Аппараты для цеха")
+                .price(900_000)
+                .responsible(USER_ELENA)
+                .field(FIELD_BRAND, json!("Сварог")),
+        );
+        let at = amo.lead(lead).unwrap()["updated_at"].as_i64().unwrap();
+        assert_eq!(app.post_amocrm(added(lead, at)).await.status(), 200);
+        settle(&app).await;
+        assert_eq!(responsible(&amo, lead), USER_IVAN, "{backend:?}");
+        amo.advance_clock(Duration::from_secs(60));
+        let seen = catchup.round(Utc::now()).await.unwrap();
+        assert_eq!(
+            seen.found, 0,
+            "{backend:?}: the robot's own writes: {seen:?}"
+        );
+
+        // The head of sales gives the lead to Maria; the webhook is lost. A minute later the
+        // robot's user tags the lead.
+        amo.advance_clock(Duration::from_secs(60));
+        amo.set_api_user(USER_ELENA);
+        let to_maria = LeadUpdate {
+            responsible_user_id: Some(USER_MARIA.to_string()),
+            ..LeadUpdate::default()
+        };
+        crm.update_lead(&lead.to_string(), &to_maria).await.unwrap();
+        amo.advance_clock(Duration::from_secs(60));
+        amo.set_api_user(USER_ROBOT);
+        let tag = LeadUpdate {
+            add_tags: vec!["Проверено".into()],
+            ..LeadUpdate::default()
+        };
+        crm.update_lead(&lead.to_string(), &tag).await.unwrap();
+        assert_eq!(amo.lead(lead).unwrap()["updated_by"], json!(USER_ROBOT));
+
+        let round = catchup.round(Utc::now()).await.unwrap();
+        assert_eq!(
+            (round.found, round.echoes),
+            (1, 0),
+            "{backend:?}: the change of manager is queued: {round:?}"
+        );
+        settle(&app).await;
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        let loads = app.store.loads(day).await.unwrap();
+        assert_eq!(
+            loads.get(&USER_IVAN.to_string()).copied().unwrap_or(0),
+            0,
+            "{backend:?}: {loads:?}"
+        );
+        assert_eq!(
+            loads.get(&USER_MARIA.to_string()),
+            Some(&1),
+            "{backend:?}: {loads:?}"
+        );
+        assert_eq!(
+            responsible(&amo, lead),
+            USER_MARIA,
+            "{backend:?}: stays hers"
+        );
+        app.stop().await;
+    }
+}
