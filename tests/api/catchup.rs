@@ -361,21 +361,29 @@ async fn a_change_seen_by_the_webhook_and_the_catch_up_is_handled_once() {
     app.stop().await;
 }
 
+/// The robot on an emulator whose integration writes as the robot's own user, with no
+/// rate limit (the tests that use it are about who made a change, not about the limit),
+/// and its catch-up, which knows that user.
+async fn robot_as_its_own_user(backend: Backend) -> (AmoEmulator, Arc<dyn Crm>, TestApp, CatchUp) {
+    let amo = AmoEmulator::start().await;
+    amo.disable_rate_limit();
+    amo.set_api_user(USER_ROBOT);
+    let crm: Arc<dyn Crm> = Arc::new(amo_client(&amo).await.with_rate(Rate {
+        per_second: 1000.0,
+        burst: 50,
+    }));
+    let app = robot_with(crm.clone(), backend).await;
+    let catchup = amo_catchup(crm.clone(), &app).with_own_user(Some(USER_ROBOT.to_string()));
+    (amo, crm, app, catchup)
+}
+
 /// Companies and tasks changed while the robot was down are found too. A task Maria
 /// completed in amoCRM tells the robot she is at her desk, so the lead that waited for a
 /// manager goes to her; a company change the webhook brought is not brought again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn companies_and_tasks_changed_while_down_are_caught_up_once() {
     for backend in [Backend::Redis, Backend::Sqlite] {
-        let amo = AmoEmulator::start().await;
-        amo.disable_rate_limit();
-        amo.set_api_user(USER_ROBOT);
-        let crm: Arc<dyn Crm> = Arc::new(amo_client(&amo).await.with_rate(Rate {
-            per_second: 1000.0,
-            burst: 50,
-        }));
-        let app = robot_with(crm.clone(), backend).await;
-        let catchup = amo_catchup(crm, &app).with_own_user(Some(USER_ROBOT.to_string()));
+        let (amo, _, app, catchup) = robot_as_its_own_user(backend).await;
         // The routing's clock stands at 11:00 in Moscow; the robot went down at 10:00.
         let t0 = eleven().timestamp() - 3_600;
         catchup
@@ -456,16 +464,8 @@ async fn companies_and_tasks_changed_while_down_are_caught_up_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persons_change_of_manager_is_not_taken_for_the_robots_echo() {
     for backend in [Backend::Redis, Backend::Sqlite] {
-        let amo = AmoEmulator::start().await;
-        amo.disable_rate_limit();
-        amo.set_api_user(USER_ROBOT);
-        let crm: Arc<dyn Crm> = Arc::new(amo_client(&amo).await.with_rate(Rate {
-            per_second: 1000.0,
-            burst: 50,
-        }));
-        let app = robot_with(crm.clone(), backend).await;
+        let (amo, crm, app, catchup) = robot_as_its_own_user(backend).await;
         online(&app, USER_IVAN).await;
-        let catchup = amo_catchup(crm.clone(), &app).with_own_user(Some(USER_ROBOT.to_string()));
         catchup.start_from(Utc::now()).await.unwrap();
         let lead = amo.seed_lead(
             NewLead::new("Аппараты для цеха")
