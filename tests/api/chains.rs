@@ -897,14 +897,19 @@ async fn a_letter_quotes_the_clients_last_whatsapp_message(backend: Backend) {
     w.amo
         .add_loss_reason(LOSS_DUPLICATE, "Повтор уже открытой заявки");
     w.set_clock(moscow("2026-03-03 10:00"));
-    for text in [
+    // One after the other: both carry the same second, and two workers handling them at
+    // once could keep them in either order.
+    for (n, text) in [
         "Здравствуйте, нужен компрессор",
         "На 500 литров, для покрасочной",
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let (_, status) = w.wazzup.client_writes(CHANNEL_WABA, PHONE, text).await;
         assert_eq!(status, Some(200));
+        w.app.wait_for_journal(n as u64 + 1, 20).await;
     }
-    w.app.wait_for_journal(2, 20).await;
     w.lose(LOSS_DUPLICATE).await;
     let key = w.enrolled_in("Отказ: повтор уже открытой заявки").await;
     let (at, run) = w.run_next(&key).await.unwrap();
