@@ -40,9 +40,9 @@ const MEETING_SET: i64 = 60_456_948;
 const MEETING_HELD: i64 = 60_456_949;
 /// The lead's «Дата и время встречи», mapped as `meeting_at`.
 const FIELD_MEETING: i64 = 1_278_900;
-const PHONE: &str = "79161234567";
-const NO_MEETING: &str = "ОП-2. Квалификация пройдена, встреча не назначена";
-const TEMPLATES: [(&str, &str); 3] = [
+pub(crate) const PHONE: &str = "79161234567";
+pub(crate) const NO_MEETING: &str = "ОП-2. Квалификация пройдена, встреча не назначена";
+pub(crate) const TEMPLATES: [(&str, &str); 3] = [
     (
         "a1000000-0000-4000-8000-000000000001",
         "Аудио Михаила Николаевича",
@@ -51,7 +51,7 @@ const TEMPLATES: [(&str, &str); 3] = [
     ("a1000000-0000-4000-8000-000000000003", "Полный игнор"),
 ];
 
-fn moscow(s: &str) -> DateTime<Utc> {
+pub(crate) fn moscow(s: &str) -> DateTime<Utc> {
     let local = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap();
     Moscow
         .from_local_datetime(&local)
@@ -59,14 +59,14 @@ fn moscow(s: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-fn local(t: DateTime<Utc>) -> String {
+pub(crate) fn local(t: DateTime<Utc>) -> String {
     t.with_timezone(&Moscow)
         .format("%a %d.%m %H:%M")
         .to_string()
 }
 
 /// The shipped chains and templates.
-fn shipped() -> chains::ChainRules {
+pub(crate) fn shipped() -> chains::ChainRules {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let refusals: Vec<String> = scoring::load(&dir, None)
         .unwrap()
@@ -82,6 +82,44 @@ fn shipped() -> chains::ChainRules {
         zone: Some(Moscow),
     };
     chains::load(&dir, known).unwrap().unwrap()
+}
+
+/// The Wazzup emulator with the three approved templates of ОП-2, the SMTP listener, and
+/// the robot's channels to them.
+pub(crate) async fn outside() -> (WazzupEmulator, SmtpServer, Channels) {
+    let wazzup = WazzupEmulator::start().await;
+    for (guid, title) in TEMPLATES {
+        wazzup.add_template(guid, title, "Здравствуйте, {{1}}! Это {{2}}.");
+    }
+    let smtp = SmtpServer::start().await;
+    // The sender's rate limit lives in a store of its own here.
+    let dir = tempfile::tempdir().unwrap();
+    let limits = fresh_store(Backend::Sqlite, dir.path()).await;
+    std::mem::forget(dir);
+    let whatsapp = WazzupClient::new(
+        wazzup.base_url(),
+        CHANNEL_WABA,
+        SecretString::from(wazzup.api_key()),
+        limits,
+    )
+    .with_retries(Retries {
+        attempts: 2,
+        base: Duration::from_millis(20),
+        max: Duration::from_millis(50),
+    });
+    let from = "Отдел продаж <sales@robotdemo.ru>";
+    let mailer = SmtpMailer::new(
+        &SecretString::from(smtp.url()),
+        from,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let channels = Channels {
+        whatsapp: Some(Arc::new(whatsapp)),
+        mailer: Some(Arc::new(mailer)),
+        mail_domain: Channels::domain_of(from),
+    };
+    (wazzup, smtp, channels)
 }
 
 /// The emulators, the robot on them, and the clock the engine reads.
@@ -121,40 +159,9 @@ impl World {
                 .field(FIELD_PRIORITY, json!(3))
                 .contact(contact),
         );
-        let wazzup = WazzupEmulator::start().await;
-        for (guid, title) in TEMPLATES {
-            wazzup.add_template(guid, title, "Здравствуйте, {{1}}! Это {{2}}.");
-        }
-        let smtp = SmtpServer::start().await;
+        let (wazzup, smtp, channels) = outside().await;
         let crm: Arc<dyn Crm> =
             Arc::new(amo_client_mapping(&amo, &[("meeting_at", "Дата и время встречи")]).await);
-        // The sender's rate limit lives in a store of its own here.
-        let dir = tempfile::tempdir().unwrap();
-        let limits = fresh_store(Backend::Sqlite, dir.path()).await;
-        std::mem::forget(dir);
-        let whatsapp = WazzupClient::new(
-            wazzup.base_url(),
-            CHANNEL_WABA,
-            SecretString::from(wazzup.api_key()),
-            limits,
-        )
-        .with_retries(Retries {
-            attempts: 2,
-            base: Duration::from_millis(20),
-            max: Duration::from_millis(50),
-        });
-        let from = "Отдел продаж <sales@robotdemo.ru>";
-        let mailer = SmtpMailer::new(
-            &SecretString::from(smtp.url()),
-            from,
-            Duration::from_secs(10),
-        )
-        .unwrap();
-        let channels = Channels {
-            whatsapp: Some(Arc::new(whatsapp)),
-            mailer: Some(Arc::new(mailer)),
-            mail_domain: Channels::domain_of(from),
-        };
         let clock = Arc::new(Mutex::new(moscow("2026-03-03 14:00")));
         let read = clock.clone();
         let engine = Arc::new(

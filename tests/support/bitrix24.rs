@@ -445,6 +445,51 @@ impl B24Emulator {
     pub fn users(&self) -> Vec<Value> {
         self.portal().users.clone()
     }
+
+    /// Adds a stage to a funnel's directory (`DEAL_STAGE`, `DEAL_STAGE_1`, `STATUS`) right
+    /// before the stage `before`, as an administrator does in the funnel's settings. A stage
+    /// made in the interface gets an id such as `UC_7P2K9D` (`crm-status-list.md`'s
+    /// examples); the test names its own.
+    pub fn add_stage(&self, entity_id: &str, status_id: &str, name: &str, before: &str) {
+        let mut p = self.portal();
+        let next = p.statuses.iter().map(|s| s.id).max().unwrap_or(0) + 2;
+        let at = p
+            .statuses
+            .iter()
+            .find(|s| s.entity_id == entity_id && s.status_id == before)
+            .map(|s| (s.sort, s.category_id))
+            .expect("the stage to add before");
+        for s in p
+            .statuses
+            .iter_mut()
+            .filter(|s| s.entity_id == entity_id && s.sort >= at.0)
+        {
+            s.sort += 10;
+        }
+        p.statuses.push(Status {
+            id: next,
+            entity_id: entity_id.to_owned(),
+            status_id: status_id.to_owned(),
+            name: name.to_owned(),
+            sort: at.0,
+            semantics: None,
+            color: "#39A8EF",
+            category_id: at.1,
+        });
+    }
+
+    /// Renames a stage, as an administrator does (the failed stage as «Отказ. Сделка
+    /// закрыта»).
+    pub fn rename_stage(&self, entity_id: &str, status_id: &str, name: &str) {
+        let mut p = self.portal();
+        for s in p
+            .statuses
+            .iter_mut()
+            .filter(|s| s.entity_id == entity_id && s.status_id == status_id)
+        {
+            s.name = name.to_owned();
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1107,6 +1152,13 @@ const DEAL_UF: &[Uf] = &[
         label: "Ожидаемая прибыль",
         items: &[],
     },
+    // The robot's priority 1–5 as a number; the list «Приоритет» above has no such values.
+    Uf {
+        name: "UF_CRM_ROBOT_PRIORITY",
+        ty: UfTy::Double,
+        label: "Приоритет робота",
+        items: &[],
+    },
     Uf {
         name: "UF_CRM_CATEGORY",
         ty: UfTy::Enumeration,
@@ -1128,6 +1180,7 @@ const DEAL_UF: &[Uf] = &[
             (63, "Нет бюджета"),
             (64, "Клиент пропал"),
             (65, "Не наш профиль"),
+            (66, "Нет контакта"),
         ],
     },
 ];
