@@ -1069,6 +1069,17 @@ async fn a_no_show_is_woken_at_the_meeting_time_plus_the_grace(backend: Backend)
     w.set_clock(moscow("2026-03-03 11:00"));
     w.edited().await;
     assert_eq!(w.wake_ups().await.len(), 1);
+    // Delivered two minutes early (a clock that jumped), it is planned again for 13:30.
+    let early = job.at - chrono::TimeDelta::minutes(2);
+    let checked = w
+        .engine
+        .check_lead(w.store(), &job.lead_id, job.at, early)
+        .await
+        .unwrap();
+    assert_eq!(checked, Checked::NotYet(job.at));
+    let moments: Vec<_> = w.wake_ups().await.iter().map(|(_, j)| j.at).collect();
+    assert_eq!(moments, [job.at, job.at]);
+    assert!(w.enrolments().await.is_empty());
 
     // 13:30: the wake-up runs and enrols the lead; delivered again, it enrols nothing more.
     let Checked::Looked(looked) = w.wake(&job).await else {
@@ -1120,6 +1131,14 @@ async fn a_no_show_is_woken_at_the_meeting_time_plus_the_grace(backend: Backend)
     let lead = w.amo.lead(w.lead).unwrap();
     assert_eq!(lead["status_id"], json!(STATUS_LOST));
     assert_eq!(lead["loss_reason_id"], json!(LOSS_NO_CONTACT));
+    // Delivered a day late (the robot was down), it does nothing.
+    let late = job.at + chrono::TimeDelta::days(1);
+    let checked = w
+        .engine
+        .check_lead(w.store(), &job.lead_id, job.at, late)
+        .await
+        .unwrap();
+    assert_eq!(checked, Checked::Outdated);
     w.app.stop().await;
 }
 
