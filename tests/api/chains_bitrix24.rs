@@ -19,7 +19,7 @@ use sales_robot::domain::chains::Action;
 use sales_robot::domain::event::Source;
 use sales_robot::domain::task::{EntityRef, NewTask, TaskKind};
 use sales_robot::service::chains::step::step_key;
-use sales_robot::service::chains::{ChainEngine, StepRun};
+use sales_robot::service::chains::{CHECK_LEAD, ChainEngine, CheckLead, Checked, StepRun};
 use sales_robot::service::robot::Robot;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -32,8 +32,9 @@ use crate::support::bitrix24::B24Emulator;
 use crate::support::smtp::SmtpServer;
 use crate::support::wazzup::{CHANNEL_WABA, WazzupEmulator};
 
-/// The stage the portal's administrator added for ОП-2.
+/// The stages the portal's administrator added for ОП-2.
 const QUALIFIED: &str = "UC_QUALIFIED";
+const MEETING_SET: &str = "UC_MEETING";
 /// «Иван Петров».
 const IVAN: &str = "2";
 /// The item «Нет контакта» of the deals' list field `UF_CRM_LOSS_REASON`.
@@ -56,6 +57,7 @@ impl World {
     async fn new(backend: Backend) -> World {
         let b24 = B24Emulator::start().await;
         b24.add_stage("DEAL_STAGE", QUALIFIED, "4. Квалификация пройдена", "WON");
+        b24.add_stage("DEAL_STAGE", MEETING_SET, "5. Встреча назначена", "WON");
         b24.rename_stage("DEAL_STAGE", "LOSE", "Отказ. Сделка закрыта");
         let contact = b24.seed_contact(json!({
             "NAME": "Андрей", "LAST_NAME": "Ковалёв",
@@ -76,6 +78,7 @@ impl World {
             leads: [
                 ("loss_reason", "UF_CRM_LOSS_REASON"),
                 ("priority", "UF_CRM_ROBOT_PRIORITY"),
+                ("meeting_at", "UF_CRM_MEETING_AT"),
             ]
             .into_iter()
             .map(|(ours, theirs)| (ours.to_owned(), FieldRef::parse(theirs)))
@@ -393,3 +396,72 @@ async fn a_todo_made_before_a_crash_is_found_on_bitrix24(backend: Backend) {
 }
 
 crate::on_both_backends!(a_todo_made_before_a_crash_is_found_on_bitrix24);
+
+/// The no-show on Bitrix24: at 10:00 a manager books the meeting for 13:00 (the deal's
+/// «Дата и время встречи», a `datetime` user field) and moves the deal to «5. Встреча
+/// назначена». The wake-up waits on its queue for 13:30; run then, it enrols the deal, and
+/// the chain goes on the seed's days to the failed stage with «Нет контакта».
+async fn a_no_show_on_bitrix24_is_woken_and_run_to_the_close(backend: Backend) {
+    let w = World::new(backend).await;
+    w.set_clock(moscow("2026-03-03 10:00"));
+    w.b24.edit_deal(
+        w.deal,
+        json!({"STAGE_ID": MEETING_SET, "UF_CRM_MEETING_AT": "2026-03-03T13:00:00+03:00"}),
+    );
+    w.event("ONCRMDEALUPDATE").await;
+    let queue = w.store().queue_name(CHECK_LEAD);
+    let wakes = w.store().waiting(&queue).await.unwrap();
+    assert_eq!(wakes.len(), 1, "{wakes:?}");
+    let job: CheckLead = serde_json::from_slice(&wakes[0].payload).unwrap();
+    assert_eq!(job.at, moscow("2026-03-03 13:30"));
+    assert!(
+        w.store()
+            .enrolments_of(&w.deal.to_string())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    w.set_clock(job.at);
+    let Checked::Looked(looked) = w
+        .engine
+        .check_lead(w.store(), &job.lead_id, job.at, job.at)
+        .await
+        .unwrap()
+    else {
+        panic!("the deal is there");
+    };
+    assert_eq!(looked.enrolled.len(), 1, "{looked:?}");
+    let key = looked.enrolled[0].clone();
+    let record = w.store().enrolment(&key).await.unwrap().unwrap();
+    assert_eq!(record.enrolment.chain, "ОП-2. Клиент не пришел на встречу");
+
+    let mut got = Vec::new();
+    loop {
+        let before = w.counts();
+        let Some((at, run)) = w.run_next(&key).await else {
+            break;
+        };
+        assert_eq!(run, StepRun::Settled(StepState::Done), "at {}", local(at));
+        got.push((local(at), w.what(before)));
+    }
+    let lost = format!("lost with reason {NO_CONTACT}");
+    let expected: Vec<(String, String)> = [
+        ("Tue 03.03 13:30", "to-do «ОП-2, неявка. Клие»"),
+        ("Tue 03.03 15:30", "to-do «ОП-2, неявка. Втор»"),
+        ("Tue 03.03 16:30", "whatsapp «Аудио Михаила Николаевича»"),
+        ("Wed 04.03 10:00", "whatsapp «Игнор»"),
+        ("Wed 04.03 11:00", "to-do «ОП-2, неявка, день»"),
+        ("Fri 06.03 10:00", "whatsapp «Полный игнор»"),
+        ("Fri 06.03 11:00", "to-do «ОП-2, неявка, день»"),
+        ("Fri 06.03 18:00", lost.as_str()),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    assert_eq!(got, expected);
+    assert!(w.todos().iter().all(|t| t["RESPONSIBLE_ID"] == json!(IVAN)));
+    w.app.stop().await;
+}
+
+crate::on_both_backends!(a_no_show_on_bitrix24_is_woken_and_run_to_the_close);

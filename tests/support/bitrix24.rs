@@ -1123,6 +1123,8 @@ enum UfTy {
     Double,
     Enumeration,
     Str,
+    /// `datetime`: ISO 8601 with the portal's offset, as the standard date fields.
+    DateTime,
 }
 
 /// A user field (`UF_CRM_…`) with its list items `(ID, VALUE)`.
@@ -1150,6 +1152,14 @@ const DEAL_UF: &[Uf] = &[
         name: "UF_CRM_EXPECTED_PROFIT",
         ty: UfTy::Double,
         label: "Ожидаемая прибыль",
+        items: &[],
+    },
+    // A date with time, as the seed's «Дата и время встречи» (the types of user fields:
+    // dev.1c-bitrix.ru/rest_help/users/userfield/user_userfield_add.php, `datetime`).
+    Uf {
+        name: "UF_CRM_MEETING_AT",
+        ty: UfTy::DateTime,
+        label: "Дата и время встречи",
         items: &[],
     },
     // The robot's priority 1–5 as a number; the list «Приоритет» above has no such values.
@@ -2079,6 +2089,12 @@ impl Portal {
                 UfTy::Enumeration => (
                     "enumeration",
                     json!({"DISPLAY": "LIST", "LIST_HEIGHT": 1, "CAPTION_NO_VALUE": "", "SHOW_NO_VALUE": "Y"}),
+                ),
+                // Assumed: the settings crm.userfield.settings.fields lists for `datetime`.
+                UfTy::DateTime => (
+                    "datetime",
+                    json!({"DEFAULT_VALUE": {"TYPE": "NONE", "VALUE": ""}, "USE_SECOND": "Y",
+                           "USE_TIMEZONE": "N"}),
                 ),
                 UfTy::Str => (
                     "string",
@@ -3377,6 +3393,9 @@ fn normalize_uf(uf: &Uf, value: &Value) -> Option<Value> {
     match uf.ty {
         UfTy::Double => as_f64(value).map(|n| json!(number_string(n))),
         UfTy::Str => scalar_string(value).map(Value::String),
+        UfTy::DateTime => scalar_string(value)
+            .and_then(|s| parse_datetime(&s))
+            .map(|d| json!(format_datetime(d))),
         // A list field takes the item's numeric ID; anything else is ignored (NOTES.md).
         UfTy::Enumeration => as_i64(value)
             .filter(|id| uf.items.iter().any(|(item, _)| item == id))
@@ -3432,7 +3451,7 @@ fn render_item(kind: Kind, record: &Record) -> Value {
         let typed = match uf.ty {
             UfTy::Double => as_f64(&value).map_or(Value::Null, |n| json!(n)),
             UfTy::Enumeration => as_i64(&value).map_or(Value::Null, |n| json!(n)),
-            UfTy::Str => value,
+            UfTy::Str | UfTy::DateTime => value,
         };
         out.insert(camel_name(kind, uf.name), typed);
     }
