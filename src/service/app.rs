@@ -173,7 +173,8 @@ async fn sweep_periodically(jobs: Arc<Jobs>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {
                 let steps = jobs.store().queue_name(crate::service::chains::RUN_STEP);
-                match jobs.store().sweep(chrono::Utc::now(), &[jobs.queue(), &steps]).await {
+                let checks = jobs.store().queue_name(crate::service::chains::CHECK_LEAD);
+                match jobs.store().sweep(chrono::Utc::now(), &[jobs.queue(), &steps, &checks]).await {
                     Ok(n) if n > 0 => tracing::info!(removed = n, "swept records older than the dedup window"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "sweep failed; will try again"),

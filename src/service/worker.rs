@@ -1,5 +1,5 @@
-//! The workers that take `HandleEvent` jobs (and, when chains run, `RunStep` jobs) off their
-//! queues, under an apalis `Monitor` that restarts a worker whose backend failed, and stops
+//! The workers that take `HandleEvent` jobs (and, when chains run, `RunStep` and
+//! `CheckLead` jobs) off their queues, under an apalis `Monitor` that restarts a worker whose backend failed, and stops
 //! them gracefully.
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use apalis_redis::RedisStorage;
 use apalis_sqlite::SqliteStorage;
 
 use crate::adapters::store::Store;
-use crate::service::chains::{RunStep, StepJobs};
+use crate::service::chains::{CheckLead, RunStep, StepJobs};
 use crate::service::jobs::{HandleEvent, Jobs};
 
 /// How often an idle worker looks for new jobs: without it apalis only looks again at the
@@ -25,6 +25,13 @@ async fn handle_event(job: HandleEvent, jobs: Data<Arc<Jobs>>) -> Result<(), Box
 
 async fn run_step(job: RunStep, steps: Data<Arc<StepJobs>>) -> Result<(), BoxDynError> {
     steps.run(job).await.map_err(|e| Box::new(e) as BoxDynError)
+}
+
+async fn check_lead(job: CheckLead, steps: Data<Arc<StepJobs>>) -> Result<(), BoxDynError> {
+    steps
+        .check(job)
+        .await
+        .map_err(|e| Box::new(e) as BoxDynError)
 }
 
 /// A worker name unique to this start of the worker: apalis-redis refuses a worker whose
@@ -65,7 +72,8 @@ pub async fn run(
     run_with_steps(jobs, None, concurrency, grace, shutdown).await
 }
 
-/// The same, with a worker for the chains' steps beside the events' when `steps` is given.
+/// The same, with workers for the chains' steps and wake-ups beside the events' when
+/// `steps` is given.
 pub async fn run_with_steps(
     jobs: Arc<Jobs>,
     steps: Option<Arc<StepJobs>>,
@@ -100,12 +108,23 @@ pub async fn run_with_steps(
                 let backend = SqliteStorage::<RunStep>::new(s.pool())
                     .with_config(s.queue_config(steps.queue()))
                     .poll_with_interval(POLL);
+                let checks = SqliteStorage::<CheckLead>::new(s.pool())
+                    .with_config(s.queue_config(steps.check_queue()))
+                    .poll_with_interval(POLL);
+                let data = steps.clone();
                 monitor = monitor.register(move |_| {
                     WorkerBuilder::new(unique_name("sales-robot-steps"))
                         .backend(backend.clone())
                         .concurrency(concurrency)
-                        .data(steps.clone())
+                        .data(data.clone())
                         .build(run_step)
+                });
+                monitor = monitor.register(move |_| {
+                    WorkerBuilder::new(unique_name("sales-robot-checks"))
+                        .backend(checks.clone())
+                        .concurrency(concurrency)
+                        .data(steps.clone())
+                        .build(check_lead)
                 });
             }
             monitor.run_with_signal(signal).await
@@ -123,19 +142,29 @@ pub async fn run_with_steps(
                     .build(handle_event)
             });
             if let Some(steps) = steps {
-                promoters.push(spawn_promoter(
-                    steps.store().clone(),
-                    steps.queue().to_owned(),
-                ));
+                for queue in [steps.queue(), steps.check_queue()] {
+                    promoters.push(spawn_promoter(steps.store().clone(), queue.to_owned()));
+                }
                 let backend = RedisStorage::<RunStep>::new(r.connection())
                     .with_config(r.queue_config(steps.queue()))
                     .poll_with_interval(POLL);
+                let checks = RedisStorage::<CheckLead>::new(r.connection())
+                    .with_config(r.queue_config(steps.check_queue()))
+                    .poll_with_interval(POLL);
+                let data = steps.clone();
                 monitor = monitor.register(move |_| {
                     WorkerBuilder::new(unique_name("sales-robot-steps"))
                         .backend(backend.clone())
                         .concurrency(concurrency)
-                        .data(steps.clone())
+                        .data(data.clone())
                         .build(run_step)
+                });
+                monitor = monitor.register(move |_| {
+                    WorkerBuilder::new(unique_name("sales-robot-checks"))
+                        .backend(checks.clone())
+                        .concurrency(concurrency)
+                        .data(steps.clone())
+                        .build(check_lead)
                 });
             }
             let ran = monitor.run_with_signal(signal).await;

@@ -15,8 +15,11 @@ use sales_robot::adapters::wazzup::client::WazzupClient;
 use sales_robot::config::{chains, scoring};
 use sales_robot::domain::event::Source;
 use sales_robot::domain::lead::LeadUpdate;
+use sales_robot::service::chains::enrol::Enrolled;
 use sales_robot::service::chains::step::step_key;
-use sales_robot::service::chains::{ChainEngine, Channels, StepRun};
+use sales_robot::service::chains::{
+    CHECK_LEAD, ChainEngine, Channels, CheckLead, Checked, StepJobs, StepRun,
+};
 use sales_robot::service::robot::Robot;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -24,7 +27,7 @@ use serde_json::{Value, json};
 use crate::helpers::{
     Backend, SECRET, TestApp, eventually, fresh_store, spawn_app_with, spawn_app_with_steps,
 };
-use crate::scoring::amo_client;
+use crate::scoring::{amo_client, amo_client_mapping};
 use crate::support::amocrm::{
     AmoEmulator, FIELD_PRIORITY, LOSS_NO_CONTACT, NewContact, NewLead, STATUS_LOST,
     STATUS_QUALIFICATION, STATUS_WON, USER_IVAN,
@@ -33,9 +36,13 @@ use crate::support::smtp::SmtpServer;
 use crate::support::wazzup::{CHANNEL_WABA, WazzupEmulator};
 
 const QUALIFIED: i64 = 60_456_947;
-const PHONE: &str = "79161234567";
-const NO_MEETING: &str = "ОП-2. Квалификация пройдена, встреча не назначена";
-const TEMPLATES: [(&str, &str); 3] = [
+const MEETING_SET: i64 = 60_456_948;
+const MEETING_HELD: i64 = 60_456_949;
+/// The lead's «Дата и время встречи», mapped as `meeting_at`.
+const FIELD_MEETING: i64 = 1_278_900;
+pub(crate) const PHONE: &str = "79161234567";
+pub(crate) const NO_MEETING: &str = "ОП-2. Квалификация пройдена, встреча не назначена";
+pub(crate) const TEMPLATES: [(&str, &str); 3] = [
     (
         "a1000000-0000-4000-8000-000000000001",
         "Аудио Михаила Николаевича",
@@ -44,7 +51,7 @@ const TEMPLATES: [(&str, &str); 3] = [
     ("a1000000-0000-4000-8000-000000000003", "Полный игнор"),
 ];
 
-fn moscow(s: &str) -> DateTime<Utc> {
+pub(crate) fn moscow(s: &str) -> DateTime<Utc> {
     let local = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap();
     Moscow
         .from_local_datetime(&local)
@@ -52,14 +59,14 @@ fn moscow(s: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-fn local(t: DateTime<Utc>) -> String {
+pub(crate) fn local(t: DateTime<Utc>) -> String {
     t.with_timezone(&Moscow)
         .format("%a %d.%m %H:%M")
         .to_string()
 }
 
 /// The shipped chains and templates.
-fn shipped() -> chains::ChainRules {
+pub(crate) fn shipped() -> chains::ChainRules {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let refusals: Vec<String> = scoring::load(&dir, None)
         .unwrap()
@@ -75,6 +82,44 @@ fn shipped() -> chains::ChainRules {
         zone: Some(Moscow),
     };
     chains::load(&dir, known).unwrap().unwrap()
+}
+
+/// The Wazzup emulator with the three approved templates of ОП-2, the SMTP listener, and
+/// the robot's channels to them.
+pub(crate) async fn outside() -> (WazzupEmulator, SmtpServer, Channels) {
+    let wazzup = WazzupEmulator::start().await;
+    for (guid, title) in TEMPLATES {
+        wazzup.add_template(guid, title, "Здравствуйте, {{1}}! Это {{2}}.");
+    }
+    let smtp = SmtpServer::start().await;
+    // The sender's rate limit lives in a store of its own here.
+    let dir = tempfile::tempdir().unwrap();
+    let limits = fresh_store(Backend::Sqlite, dir.path()).await;
+    std::mem::forget(dir);
+    let whatsapp = WazzupClient::new(
+        wazzup.base_url(),
+        CHANNEL_WABA,
+        SecretString::from(wazzup.api_key()),
+        limits,
+    )
+    .with_retries(Retries {
+        attempts: 2,
+        base: Duration::from_millis(20),
+        max: Duration::from_millis(50),
+    });
+    let from = "Отдел продаж <sales@robotdemo.ru>";
+    let mailer = SmtpMailer::new(
+        &SecretString::from(smtp.url()),
+        from,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let channels = Channels {
+        whatsapp: Some(Arc::new(whatsapp)),
+        mailer: Some(Arc::new(mailer)),
+        mail_domain: Channels::domain_of(from),
+    };
+    (wazzup, smtp, channels)
 }
 
 /// The emulators, the robot on them, and the clock the engine reads.
@@ -97,6 +142,9 @@ impl World {
     async fn start(backend: Backend, worker: bool) -> World {
         let amo = AmoEmulator::start().await;
         amo.add_status(QUALIFIED, "4. Квалификация пройдена");
+        amo.add_status(MEETING_SET, "5. Встреча назначена");
+        amo.add_status(MEETING_HELD, "6. Встреча проведена");
+        amo.add_lead_field(FIELD_MEETING, "Дата и время встречи", "date_time");
         amo.rename_status(STATUS_LOST, "Отказ. Сделка закрыта");
         amo.rename_status(STATUS_QUALIFICATION, "3. Квалификация");
         let contact = amo.seed_contact(
@@ -111,39 +159,9 @@ impl World {
                 .field(FIELD_PRIORITY, json!(3))
                 .contact(contact),
         );
-        let wazzup = WazzupEmulator::start().await;
-        for (guid, title) in TEMPLATES {
-            wazzup.add_template(guid, title, "Здравствуйте, {{1}}! Это {{2}}.");
-        }
-        let smtp = SmtpServer::start().await;
-        let crm: Arc<dyn Crm> = Arc::new(amo_client(&amo).await);
-        // The sender's rate limit lives in a store of its own here.
-        let dir = tempfile::tempdir().unwrap();
-        let limits = fresh_store(Backend::Sqlite, dir.path()).await;
-        std::mem::forget(dir);
-        let whatsapp = WazzupClient::new(
-            wazzup.base_url(),
-            CHANNEL_WABA,
-            SecretString::from(wazzup.api_key()),
-            limits,
-        )
-        .with_retries(Retries {
-            attempts: 2,
-            base: Duration::from_millis(20),
-            max: Duration::from_millis(50),
-        });
-        let from = "Отдел продаж <sales@robotdemo.ru>";
-        let mailer = SmtpMailer::new(
-            &SecretString::from(smtp.url()),
-            from,
-            Duration::from_secs(10),
-        )
-        .unwrap();
-        let channels = Channels {
-            whatsapp: Some(Arc::new(whatsapp)),
-            mailer: Some(Arc::new(mailer)),
-            mail_domain: Channels::domain_of(from),
-        };
+        let (wazzup, smtp, channels) = outside().await;
+        let crm: Arc<dyn Crm> =
+            Arc::new(amo_client_mapping(&amo, &[("meeting_at", "Дата и время встречи")]).await);
         let clock = Arc::new(Mutex::new(moscow("2026-03-03 14:00")));
         let read = clock.clone();
         let engine = Arc::new(
@@ -886,14 +904,19 @@ async fn a_letter_quotes_the_clients_last_whatsapp_message(backend: Backend) {
     w.amo
         .add_loss_reason(LOSS_DUPLICATE, "Повтор уже открытой заявки");
     w.set_clock(moscow("2026-03-03 10:00"));
-    for text in [
+    // One after the other: both carry the same second, and two workers handling them at
+    // once could keep them in either order.
+    for (n, text) in [
         "Здравствуйте, нужен компрессор",
         "На 500 литров, для покрасочной",
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let (_, status) = w.wazzup.client_writes(CHANNEL_WABA, PHONE, text).await;
         assert_eq!(status, Some(200));
+        w.app.wait_for_journal(n as u64 + 1, 20).await;
     }
-    w.app.wait_for_journal(2, 20).await;
     w.lose(LOSS_DUPLICATE).await;
     let key = w.enrolled_in("Отказ: повтор уже открытой заявки").await;
     let (at, run) = w.run_next(&key).await.unwrap();
@@ -911,3 +934,350 @@ async fn a_letter_quotes_the_clients_last_whatsapp_message(backend: Backend) {
 }
 
 crate::on_both_backends!(a_letter_quotes_the_clients_last_whatsapp_message);
+
+// ─── The no-show: a wake-up at the meeting time plus the grace ───────────────────────────
+
+const NO_SHOW: &str = "ОП-2. Клиент не пришел на встречу";
+
+impl World {
+    /// A manager sets «Дата и время встречи» to `meeting` and moves the lead to «5. Встреча
+    /// назначена»; amoCRM's webhook comes and the robot has handled it.
+    async fn book_meeting(&self, meeting: DateTime<Utc>) {
+        self.amo.edit_lead_field(
+            self.lead,
+            FIELD_MEETING,
+            json!(meeting.timestamp()),
+            USER_IVAN,
+        );
+        self.move_to(MEETING_SET, STATUS_QUALIFICATION).await;
+    }
+
+    /// A manager moves the lead from stage `old` to `status`; the webhook comes and the
+    /// robot has handled it.
+    async fn move_to(&self, status: i64, old: i64) {
+        amo_client(&self.amo)
+            .await
+            .update_lead(
+                &self.lead.to_string(),
+                &LeadUpdate {
+                    status_id: Some(status.to_string()),
+                    ..LeadUpdate::default()
+                },
+            )
+            .await
+            .unwrap();
+        let hook = format!(
+            "leads[status][0][id]={}&leads[status][0][status_id]={status}\
+             &leads[status][0][old_status_id]={old}&leads[status][0][pipeline_id]=7249526\
+             &leads[status][0][last_modified]={}&account[subdomain]=robotdemo&account[id]=29876543",
+            self.lead,
+            self.now().timestamp()
+        );
+        self.post_and_wait(hook).await;
+    }
+
+    /// A manager moves the meeting to `meeting`; amoCRM's `leads[update]` webhook comes.
+    async fn move_meeting(&self, meeting: DateTime<Utc>) {
+        self.amo.edit_lead_field(
+            self.lead,
+            FIELD_MEETING,
+            json!(meeting.timestamp()),
+            USER_IVAN,
+        );
+        self.edited().await;
+    }
+
+    /// A `leads[update]` webhook about the lead (something was edited), handled.
+    async fn edited(&self) {
+        let hook = format!(
+            "leads[update][0][id]={}&leads[update][0][status_id]={MEETING_SET}\
+             &leads[update][0][pipeline_id]=7249526&leads[update][0][last_modified]={}\
+             &account[subdomain]=robotdemo&account[id]=29876543",
+            self.lead,
+            self.now().timestamp()
+        );
+        self.post_and_wait(hook).await;
+    }
+
+    async fn post_and_wait(&self, hook: String) {
+        let handled = self.store().journal_len().await.unwrap();
+        assert_eq!(self.app.post_amocrm(hook).await.status(), 200);
+        self.app.wait_for_journal(handled + 1, 20).await;
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        *self.clock.lock().unwrap()
+    }
+
+    /// The wake-ups waiting on their queue: when the queue will run each (by the wall
+    /// clock), and the job.
+    async fn wake_ups(&self) -> Vec<(DateTime<Utc>, CheckLead)> {
+        let queue = self.store().queue_name(CHECK_LEAD);
+        self.store()
+            .waiting(&queue)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|w| (w.due, serde_json::from_slice(&w.payload).unwrap()))
+            .collect()
+    }
+
+    /// Runs a wake-up at its moment, as its job would.
+    async fn wake(&self, job: &CheckLead) -> Checked {
+        self.set_clock(job.at);
+        self.engine
+            .check_lead(self.store(), &job.lead_id, job.at, job.at)
+            .await
+            .unwrap()
+    }
+
+    async fn enrolments(&self) -> Vec<String> {
+        self.store()
+            .enrolments_of(&self.lead.to_string())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.enrolment.key)
+            .collect()
+    }
+}
+
+/// The lead enters «5. Встреча назначена» with its meeting at 13:00, and no other event
+/// about it ever comes. A wake-up waits on its queue for 13:30 (the meeting plus the
+/// chain's grace of 30 minutes); run then, it enrols the lead in the no-show chain, and the
+/// chain goes as the seed says: two calls that day, «Аудио Михаила Николаевича», the next
+/// day «Игнор» and a call, two business days on «Полный игнор», the last call, and the move
+/// to «Отказ. Сделка закрыта» with «Нет контакта».
+async fn a_no_show_is_woken_at_the_meeting_time_plus_the_grace(backend: Backend) {
+    let w = World::new(backend).await;
+    w.set_clock(moscow("2026-03-03 10:00"));
+    w.book_meeting(moscow("2026-03-03 13:00")).await;
+    let wakes = w.wake_ups().await;
+    assert_eq!(wakes.len(), 1, "{wakes:?}");
+    let (due, job) = wakes[0].clone();
+    assert_eq!(job.lead_id, w.lead.to_string());
+    assert_eq!(job.at, moscow("2026-03-03 13:30"));
+    // On the queue it waits the three and a half hours from the robot's now.
+    let wait = due - Utc::now();
+    assert!(
+        (wait - chrono::TimeDelta::minutes(210)).num_seconds().abs() < 60,
+        "due in {wait}"
+    );
+    assert!(w.enrolments().await.is_empty());
+
+    // The robot sees the lead again: no second wake-up.
+    w.set_clock(moscow("2026-03-03 11:00"));
+    w.edited().await;
+    assert_eq!(w.wake_ups().await.len(), 1);
+    // Delivered two minutes early (a clock that jumped), it is planned again for 13:30.
+    let early = job.at - chrono::TimeDelta::minutes(2);
+    let checked = w
+        .engine
+        .check_lead(w.store(), &job.lead_id, job.at, early)
+        .await
+        .unwrap();
+    assert_eq!(checked, Checked::NotYet(job.at));
+    let moments: Vec<_> = w.wake_ups().await.iter().map(|(_, j)| j.at).collect();
+    assert_eq!(moments, [job.at, job.at]);
+    assert!(w.enrolments().await.is_empty());
+
+    // 13:30: the wake-up runs and enrols the lead; delivered again, it enrols nothing more.
+    let Checked::Looked(looked) = w.wake(&job).await else {
+        panic!("the lead is there");
+    };
+    let key = w.enrolled_in(NO_SHOW).await;
+    assert_eq!(looked.enrolled, std::slice::from_ref(&key));
+    assert_eq!(w.wake(&job).await, Checked::Looked(Enrolled::default()));
+    assert_eq!(w.enrolments().await, std::slice::from_ref(&key));
+
+    let mut got = Vec::new();
+    loop {
+        let before = w.counts();
+        let Some((at, run)) = w.run_next(&key).await else {
+            break;
+        };
+        assert_eq!(run, StepRun::Settled(StepState::Done), "at {}", local(at));
+        got.push((local(at), w.what(before)));
+    }
+    let lost = format!("lost with reason {LOSS_NO_CONTACT}");
+    let expected: Vec<(String, String)> = [
+        ("Tue 03.03 13:30", "task «ОП-2, неявка. Клие»"),
+        ("Tue 03.03 15:30", "task «ОП-2, неявка. Втор»"),
+        ("Tue 03.03 16:30", "whatsapp «Аудио Михаила Николаевича»"),
+        ("Wed 04.03 10:00", "whatsapp «Игнор»"),
+        ("Wed 04.03 11:00", "task «ОП-2, неявка, день»"),
+        ("Fri 06.03 10:00", "whatsapp «Полный игнор»"),
+        ("Fri 06.03 11:00", "task «ОП-2, неявка, день»"),
+        ("Fri 06.03 18:00", lost.as_str()),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    assert_eq!(got, expected);
+    let tasks = w.tasks();
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t["responsible_user_id"] == json!(USER_IVAN))
+    );
+    assert!(
+        tasks[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("ОП-2, неявка. Клиент не пришел на встречу"),
+        "{tasks:?}"
+    );
+    assert!(w.wazzup.sent().iter().all(|m| m.chat_id == PHONE));
+    let lead = w.amo.lead(w.lead).unwrap();
+    assert_eq!(lead["status_id"], json!(STATUS_LOST));
+    assert_eq!(lead["loss_reason_id"], json!(LOSS_NO_CONTACT));
+    // Delivered a day late (the robot was down), it does nothing.
+    let late = job.at + chrono::TimeDelta::days(1);
+    let checked = w
+        .engine
+        .check_lead(w.store(), &job.lead_id, job.at, late)
+        .await
+        .unwrap();
+    assert_eq!(checked, Checked::Outdated);
+    w.app.stop().await;
+}
+
+/// The meeting is moved from 13:00 to 16:00 before the first wake-up: the robot queues a
+/// second one for 16:30. At 13:30 the first finds the meeting ahead and enrols nothing; the
+/// second enrols the lead and its first call is set at 16:30.
+async fn a_meeting_moved_later_is_woken_at_its_new_time(backend: Backend) {
+    let w = World::new(backend).await;
+    w.set_clock(moscow("2026-03-03 10:00"));
+    w.book_meeting(moscow("2026-03-03 13:00")).await;
+    w.set_clock(moscow("2026-03-03 12:00"));
+    w.move_meeting(moscow("2026-03-03 16:00")).await;
+    let wakes = w.wake_ups().await;
+    let moments: Vec<_> = wakes.iter().map(|(_, job)| job.at).collect();
+    assert_eq!(
+        moments,
+        [moscow("2026-03-03 13:30"), moscow("2026-03-03 16:30")]
+    );
+
+    assert_eq!(
+        w.wake(&wakes[0].1).await,
+        Checked::Looked(Enrolled::default())
+    );
+    assert!(w.enrolments().await.is_empty());
+    assert_eq!(w.counts(), (0, 0, 0));
+
+    let Checked::Looked(looked) = w.wake(&wakes[1].1).await else {
+        panic!("the lead is there");
+    };
+    assert_eq!(looked.enrolled.len(), 1, "{looked:?}");
+    let key = w.enrolled_in(NO_SHOW).await;
+    let record = w.store().enrolment(&key).await.unwrap().unwrap();
+    assert_eq!(
+        record.enrolment.meeting_at,
+        Some(moscow("2026-03-03 16:00"))
+    );
+    let (at, run) = w.run_next(&key).await.unwrap();
+    assert_eq!(
+        (at, run),
+        (
+            moscow("2026-03-03 16:30"),
+            StepRun::Settled(StepState::Done)
+        )
+    );
+    assert_eq!(w.counts(), (0, 0, 1), "the first call");
+    w.app.stop().await;
+}
+
+/// The meeting was held: at 13:10 the manager moves the lead on to «6. Встреча проведена».
+/// The wake-up of 13:30 enrols nothing and nothing is sent. Delivered again after the lead
+/// was deleted, it finds the lead gone and does nothing, with no error.
+async fn a_lead_that_left_the_stage_is_not_woken_into_the_chain(backend: Backend) {
+    let w = World::new(backend).await;
+    w.set_clock(moscow("2026-03-03 10:00"));
+    w.book_meeting(moscow("2026-03-03 13:00")).await;
+    w.set_clock(moscow("2026-03-03 13:10"));
+    w.move_to(MEETING_HELD, MEETING_SET).await;
+    let wakes = w.wake_ups().await;
+    assert_eq!(wakes.len(), 1, "no wake-up for a lead past the stage");
+    let job = &wakes[0].1;
+    assert_eq!(w.wake(job).await, Checked::Looked(Enrolled::default()));
+    assert!(w.enrolments().await.is_empty());
+    assert_eq!(w.counts(), (0, 0, 0));
+
+    w.amo.delete_lead(w.lead);
+    assert_eq!(w.wake(job).await, Checked::Gone);
+    assert!(w.enrolments().await.is_empty());
+    w.app.stop().await;
+}
+
+/// Through the real queue: the lead enters the stage five seconds before its meeting time
+/// plus the grace. The wake-up waits on its queue, and nothing happens before its moment;
+/// then the robot's worker runs it, the lead is enrolled, and the step's worker sets the
+/// first call.
+async fn the_no_show_wake_up_waits_on_its_queue_for_the_worker(backend: Backend) {
+    let w = World::start(backend, true).await;
+    w.set_clock(moscow("2026-03-03 13:29") + chrono::TimeDelta::seconds(55));
+    w.book_meeting(moscow("2026-03-03 13:00")).await;
+    let wakes = w.wake_ups().await;
+    assert_eq!(wakes.len(), 1, "{wakes:?}");
+    assert_eq!(wakes[0].1.at, moscow("2026-03-03 13:30"));
+    assert!(wakes[0].0 > Utc::now(), "it waits for its moment");
+    assert!(w.enrolments().await.is_empty());
+    assert_eq!(w.counts(), (0, 0, 0));
+
+    w.set_clock(moscow("2026-03-03 13:30"));
+    eventually(30, || {
+        let n = w.tasks().len();
+        async move { n == 1 }
+    })
+    .await
+    .expect("the worker ran the wake-up and the first step");
+    let text = w.tasks()[0]["text"].as_str().unwrap().to_owned();
+    assert!(text.starts_with("ОП-2, неявка. Клиент не пришел"), "{text}");
+    w.enrolled_in(NO_SHOW).await;
+    let queue = w.store().queue_name(CHECK_LEAD);
+    let store = w.store().clone();
+    eventually(10, move || {
+        let (store, queue) = (store.clone(), queue.clone());
+        async move { store.queue_depth(&queue).await.unwrap() == 0 }
+    })
+    .await
+    .expect("the wake-up is done");
+    w.app.stop().await;
+}
+
+crate::on_both_backends!(a_no_show_is_woken_at_the_meeting_time_plus_the_grace);
+crate::on_both_backends!(a_meeting_moved_later_is_woken_at_its_new_time);
+crate::on_both_backends!(a_lead_that_left_the_stage_is_not_woken_into_the_chain);
+crate::on_both_backends!(the_no_show_wake_up_waits_on_its_queue_for_the_worker);
+
+/// amoCRM answers 503 when the wake-up of 13:30 reads the lead: the job is queued again
+/// for a few seconds later (its second try), and that one enrols the lead.
+async fn a_wake_up_that_cannot_reach_the_crm_is_tried_again(backend: Backend) {
+    let w = World::new(backend).await;
+    w.set_clock(moscow("2026-03-03 10:00"));
+    w.book_meeting(moscow("2026-03-03 13:00")).await;
+    let job = w.wake_ups().await[0].1.clone();
+    w.set_clock(job.at);
+    w.amo.fail_next(2, 503);
+    let jobs = StepJobs::new(w.store().clone(), w.engine.clone());
+    jobs.check(job.clone()).await.unwrap();
+    assert!(w.enrolments().await.is_empty());
+    let wakes = w.wake_ups().await;
+    assert_eq!(wakes.len(), 2, "{wakes:?}");
+    // The retry comes first: seconds away on the queue, where the first waits for 13:30.
+    let (due, retry) = wakes[0].clone();
+    assert_eq!(
+        retry,
+        CheckLead {
+            attempt: 2,
+            ..job.clone()
+        }
+    );
+    let wait = (due - Utc::now()).num_seconds();
+    assert!((3..=7).contains(&wait), "due in {wait} s");
+    jobs.check(retry).await.unwrap();
+    w.enrolled_in(NO_SHOW).await;
+    w.app.stop().await;
+}
+
+crate::on_both_backends!(a_wake_up_that_cannot_reach_the_crm_is_tried_again);

@@ -57,12 +57,19 @@ pub fn setup() -> ScoringSetup {
 }
 
 pub async fn amo_client(amo: &AmoEmulator) -> AmoCrm {
+    amo_client_mapping(amo, &[]).await
+}
+
+/// The same, with lead fields mapped besides scoring's (`("meeting_at", "Дата и время
+/// встречи")`).
+pub async fn amo_client_mapping(amo: &AmoEmulator, more: &[(&str, &str)]) -> AmoCrm {
     let dir = tempfile::tempdir().unwrap();
     let store = fresh_store(Backend::Sqlite, dir.path()).await;
     std::mem::forget(dir);
     let mapping = FieldMapping {
         leads: LEAD_FIELDS
             .iter()
+            .chain(more)
             .map(|(k, v)| ((*k).to_owned(), FieldRef::parse(v)))
             .collect(),
         ..FieldMapping::default()

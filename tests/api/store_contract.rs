@@ -57,6 +57,38 @@ async fn enqueue_dedups_by_key_and_counts_depth(backend: Backend) {
 }
 on_both_backends!(enqueue_dedups_by_key_and_counts_depth);
 
+async fn delayed_jobs_are_listed_with_their_time(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(backend, dir.path()).await;
+    let q = store.queue_name("contract");
+    let hours = |n: u64| Some(Duration::from_secs(n * 3600));
+    for (key, after) in [("later", hours(2)), ("sooner", hours(1))] {
+        let item = QueueItem {
+            queue: &q,
+            payload: format!("{{\"key\":\"{key}\"}}").into_bytes(),
+            key,
+            run_after: after,
+        };
+        assert_eq!(store.enqueue(item).await.unwrap(), Enqueued::New);
+    }
+    let waiting = store.waiting(&q).await.unwrap();
+    let payloads: Vec<_> = waiting
+        .iter()
+        .map(|w| String::from_utf8(w.payload.clone()).unwrap())
+        .collect();
+    assert_eq!(payloads, [r#"{"key":"sooner"}"#, r#"{"key":"later"}"#]);
+    let in_an_hour = Utc::now() + chrono::TimeDelta::hours(1);
+    assert!((waiting[0].due - in_an_hour).num_seconds().abs() <= 2);
+    assert!(
+        store
+            .waiting(&store.queue_name("other"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+on_both_backends!(delayed_jobs_are_listed_with_their_time);
+
 async fn the_journal_records_an_event_once(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let store = fresh_store(backend, dir.path()).await;

@@ -453,6 +453,47 @@ impl AmoEmulator {
         });
     }
 
+    /// Adds a custom field of leads, as an administrator does (a `date_time` field
+    /// «Дата и время встречи»).
+    pub fn add_lead_field(&self, id: i64, name: &str, kind: &'static str) {
+        let mut acc = self.lock();
+        let sort = acc.lead_fields.iter().map(|f| f.sort).max().unwrap_or(0) + 1;
+        acc.lead_fields.push(FieldDef {
+            id,
+            name: name.to_owned(),
+            code: None,
+            kind,
+            sort,
+            entity_type: "leads",
+            enums: Vec::new(),
+        });
+    }
+
+    /// A manager sets a custom field of a lead in amoCRM's own interface (`value` as the
+    /// API's write form takes it), at the emulator's now; no webhook is sent.
+    pub fn edit_lead_field(&self, lead: i64, field_id: i64, value: Value, user: i64) {
+        let mut acc = self.lock();
+        let now = acc.now();
+        let defs = acc.lead_fields.clone();
+        let input = json!([{ "field_id": field_id, "values": [{ "value": value }] }]);
+        let mut errors = Vec::new();
+        let l = acc.leads.get_mut(&lead).expect("a seeded lead");
+        l.custom_fields_values =
+            apply_custom_fields(&defs, &l.custom_fields_values, &input, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        l.updated_by = user;
+        l.updated_at = now;
+    }
+
+    /// A manager deletes a lead in amoCRM's own interface; no webhook is sent.
+    pub fn delete_lead(&self, id: i64) {
+        let mut acc = self.lock();
+        let now = acc.now();
+        let lead = acc.leads.get_mut(&id).expect("a seeded lead");
+        lead.is_deleted = true;
+        lead.updated_at = now;
+    }
+
     /// Renames a stage of the sales pipeline, as an administrator does (the lost stage as
     /// «Отказ. Сделка закрыта»).
     pub fn rename_status(&self, id: i64, name: &str) {
@@ -3562,6 +3603,30 @@ fn normalize_value(def: &FieldDef, value: &Value) -> Result<Value, ValueError> {
                 def.enums.first().ok_or(not_valid)?
             };
             Ok(json!({ "value": text, "enum_id": chosen.0, "enum_code": chosen.2 }))
+        }
+        // A date is kept and read back as Unix seconds, and written as seconds or as text
+        // (amocrm/amocrm-api-php, DateCustomFieldValueModel::setValue takes a number or
+        // runs strtotime; DateTimeCustomFieldValueModel::toApi sends "Y-m-d H:i:s").
+        // Assumed: the text is taken in UTC, or with the offset RFC 3339 gives.
+        "date" | "date_time" => {
+            let secs = match raw {
+                Some(Value::Number(n)) => n.as_i64(),
+                Some(Value::String(s)) => s.trim().parse::<i64>().ok().or_else(|| {
+                    chrono::DateTime::parse_from_rfc3339(s.trim())
+                        .map(|t| t.timestamp())
+                        .ok()
+                        .or_else(|| {
+                            chrono::NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%d %H:%M:%S")
+                                .map(|t| t.and_utc().timestamp())
+                                .ok()
+                        })
+                }),
+                _ => None,
+            };
+            match secs {
+                Some(secs) => Ok(json!({ "value": secs })),
+                None => Err(("InvalidType", "value", "This value should be of type date.")),
+            }
         }
         "numeric" => {
             let text = match raw {

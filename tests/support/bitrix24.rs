@@ -445,6 +445,51 @@ impl B24Emulator {
     pub fn users(&self) -> Vec<Value> {
         self.portal().users.clone()
     }
+
+    /// Adds a stage to a funnel's directory (`DEAL_STAGE`, `DEAL_STAGE_1`, `STATUS`) right
+    /// before the stage `before`, as an administrator does in the funnel's settings. A stage
+    /// made in the interface gets an id such as `UC_7P2K9D` (`crm-status-list.md`'s
+    /// examples); the test names its own.
+    pub fn add_stage(&self, entity_id: &str, status_id: &str, name: &str, before: &str) {
+        let mut p = self.portal();
+        let next = p.statuses.iter().map(|s| s.id).max().unwrap_or(0) + 2;
+        let at = p
+            .statuses
+            .iter()
+            .find(|s| s.entity_id == entity_id && s.status_id == before)
+            .map(|s| (s.sort, s.category_id))
+            .expect("the stage to add before");
+        for s in p
+            .statuses
+            .iter_mut()
+            .filter(|s| s.entity_id == entity_id && s.sort >= at.0)
+        {
+            s.sort += 10;
+        }
+        p.statuses.push(Status {
+            id: next,
+            entity_id: entity_id.to_owned(),
+            status_id: status_id.to_owned(),
+            name: name.to_owned(),
+            sort: at.0,
+            semantics: None,
+            color: "#39A8EF",
+            category_id: at.1,
+        });
+    }
+
+    /// Renames a stage, as an administrator does (the failed stage as «Отказ. Сделка
+    /// закрыта»).
+    pub fn rename_stage(&self, entity_id: &str, status_id: &str, name: &str) {
+        let mut p = self.portal();
+        for s in p
+            .statuses
+            .iter_mut()
+            .filter(|s| s.entity_id == entity_id && s.status_id == status_id)
+        {
+            s.name = name.to_owned();
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1078,6 +1123,8 @@ enum UfTy {
     Double,
     Enumeration,
     Str,
+    /// `datetime`: ISO 8601 with the portal's offset, as the standard date fields.
+    DateTime,
 }
 
 /// A user field (`UF_CRM_…`) with its list items `(ID, VALUE)`.
@@ -1107,6 +1154,21 @@ const DEAL_UF: &[Uf] = &[
         label: "Ожидаемая прибыль",
         items: &[],
     },
+    // A date with time, as the seed's «Дата и время встречи» (the types of user fields:
+    // dev.1c-bitrix.ru/rest_help/users/userfield/user_userfield_add.php, `datetime`).
+    Uf {
+        name: "UF_CRM_MEETING_AT",
+        ty: UfTy::DateTime,
+        label: "Дата и время встречи",
+        items: &[],
+    },
+    // The robot's priority 1–5 as a number; the list «Приоритет» above has no such values.
+    Uf {
+        name: "UF_CRM_ROBOT_PRIORITY",
+        ty: UfTy::Double,
+        label: "Приоритет робота",
+        items: &[],
+    },
     Uf {
         name: "UF_CRM_CATEGORY",
         ty: UfTy::Enumeration,
@@ -1128,6 +1190,7 @@ const DEAL_UF: &[Uf] = &[
             (63, "Нет бюджета"),
             (64, "Клиент пропал"),
             (65, "Не наш профиль"),
+            (66, "Нет контакта"),
         ],
     },
 ];
@@ -2026,6 +2089,12 @@ impl Portal {
                 UfTy::Enumeration => (
                     "enumeration",
                     json!({"DISPLAY": "LIST", "LIST_HEIGHT": 1, "CAPTION_NO_VALUE": "", "SHOW_NO_VALUE": "Y"}),
+                ),
+                // Assumed: the settings crm.userfield.settings.fields lists for `datetime`.
+                UfTy::DateTime => (
+                    "datetime",
+                    json!({"DEFAULT_VALUE": {"TYPE": "NONE", "VALUE": ""}, "USE_SECOND": "Y",
+                           "USE_TIMEZONE": "N"}),
                 ),
                 UfTy::Str => (
                     "string",
@@ -3324,6 +3393,9 @@ fn normalize_uf(uf: &Uf, value: &Value) -> Option<Value> {
     match uf.ty {
         UfTy::Double => as_f64(value).map(|n| json!(number_string(n))),
         UfTy::Str => scalar_string(value).map(Value::String),
+        UfTy::DateTime => scalar_string(value)
+            .and_then(|s| parse_datetime(&s))
+            .map(|d| json!(format_datetime(d))),
         // A list field takes the item's numeric ID; anything else is ignored (NOTES.md).
         UfTy::Enumeration => as_i64(value)
             .filter(|id| uf.items.iter().any(|(item, _)| item == id))
@@ -3379,7 +3451,7 @@ fn render_item(kind: Kind, record: &Record) -> Value {
         let typed = match uf.ty {
             UfTy::Double => as_f64(&value).map_or(Value::Null, |n| json!(n)),
             UfTy::Enumeration => as_i64(&value).map_or(Value::Null, |n| json!(n)),
-            UfTy::Str => value,
+            UfTy::Str | UfTy::DateTime => value,
         };
         out.insert(camel_name(kind, uf.name), typed);
     }

@@ -167,6 +167,11 @@ impl LaterKeys {
         Ok(out)
     }
 
+    /// Every job waiting here, the soonest first.
+    pub async fn all(&self, conn: &mut ConnectionManager) -> Result<Vec<Due>, StoreError> {
+        self.due(conn, u64::MAX, i64::MAX as usize).await
+    }
+
     /// Forgets the jobs handed over.
     pub async fn done(&self, conn: &mut ConnectionManager, jobs: &[Due]) -> Result<(), StoreError> {
         if jobs.is_empty() {

@@ -110,6 +110,15 @@ pub struct QueueItem<'a> {
     pub run_after: Option<Duration>,
 }
 
+/// A job in a queue that waits for its time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// When it may run (to the second).
+    pub due: DateTime<Utc>,
+    /// The job as JSON.
+    pub payload: Vec<u8>,
+}
+
 /// An event the worker has handled, as the journal keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JournalEntry {
@@ -237,6 +246,12 @@ impl Store {
     /// Jobs waiting in a queue (due now or scheduled).
     pub async fn queue_depth(&self, queue: &str) -> Result<u64, StoreError> {
         each!(self, s => s.queue_depth(queue).await)
+    }
+
+    /// The jobs of a queue that wait for a later time, the soonest first: on SQLite the
+    /// pending ones, on Redis the delayed ones not yet handed to the workers.
+    pub async fn waiting(&self, queue: &str) -> Result<Vec<Waiting>, StoreError> {
+        each!(self, s => s.waiting(queue).await)
     }
 
     /// Records that an event was handled. Returns false when it already was (a redelivery).

@@ -15,7 +15,7 @@ use super::batch::{Batcher, Job, by_queue};
 use super::later::{BACKLOG, CHUNK, Delayed, LaterKeys};
 use super::{
     Claim, DeadLetter, Enqueued, EnrolmentRecord, JournalEntry, LOADS_KEPT_SECS, Pending,
-    StepRecord, StepState, Stopped, StoreError, StoreSettings,
+    StepRecord, StepState, Stopped, StoreError, StoreSettings, Waiting,
 };
 use crate::domain::chains::Enrolment;
 use crate::domain::event::Event;
@@ -214,6 +214,21 @@ impl RedisStore {
             .query_async(&mut conn)
             .await?;
         Ok(active + scheduled + later)
+    }
+
+    pub(super) async fn waiting(&self, queue: &str) -> Result<Vec<Waiting>, StoreError> {
+        let config = self.queue_config(queue);
+        let mut conn = self.conn.clone();
+        let mut out = Vec::new();
+        for job in later_keys(&config).all(&mut conn).await? {
+            if let Some(payload) = job.payload {
+                out.push(Waiting {
+                    due: DateTime::from_timestamp_millis(job.due_ms as i64).unwrap_or_default(),
+                    payload,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Hands the queue's due delayed jobs to apalis, a chunk at a time, while apalis holds

@@ -16,7 +16,7 @@ use sqlx::{Row, SqlitePool};
 use super::batch::{Batcher, Job, by_queue};
 use super::{
     Claim, DeadLetter, Enqueued, EnrolmentRecord, JournalEntry, Pending, StepRecord, StepState,
-    Stopped, StoreError, StoreSettings,
+    Stopped, StoreError, StoreSettings, Waiting,
 };
 use crate::domain::chains::Enrolment;
 use crate::domain::event::Event;
@@ -226,6 +226,23 @@ impl SqliteStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(row.get::<i64, _>(0) as u64)
+    }
+
+    pub(super) async fn waiting(&self, queue: &str) -> Result<Vec<Waiting>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT job, run_at FROM Jobs WHERE job_type = ?1 AND status = 'Pending'
+              ORDER BY run_at, rowid",
+        )
+        .bind(queue)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Waiting {
+                payload: r.get(0),
+                due: from_ts(r.get(1)),
+            })
+            .collect())
     }
 
     pub(super) async fn record_handled(

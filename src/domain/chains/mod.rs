@@ -13,7 +13,9 @@
 //!   ([`Chains::decide_step`]);
 //! - [`stop`]: whether an enrolment stops, and why ([`Chains::should_stop`]);
 //! - [`throttle`]: messages a minute per channel, one a day per client ([`Throttle`]);
-//! - [`template`]: the texts, rendered over a typed context ([`Templates::render`]).
+//! - [`template`]: the texts, rendered over a typed context ([`Templates::render`]);
+//! - [`wake`]: what a wake-up planned by [`Chains::check_at`] does when the queue brings
+//!   it ([`wake()`](wake::wake)).
 //!
 //! An engine's loop over one enrolment: `next_step` → wait until `at` → `should_stop`?
 //! → `decide_step` → for a message, `Throttle::check` → carry it out →
@@ -29,6 +31,7 @@ pub mod stop;
 pub mod template;
 pub mod throttle;
 pub mod trigger;
+pub mod wake;
 
 #[cfg(test)]
 mod tests;
@@ -45,3 +48,4 @@ pub use template::{
 };
 pub use throttle::{Hold, Sent, Throttle};
 pub use trigger::Trigger;
+pub use wake::Wake;

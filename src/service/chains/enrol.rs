@@ -3,7 +3,8 @@
 //! condition that holds (the stage changed, a win, the manager's tag, an incoming call)
 //! stops its running enrolments. A client's WhatsApp message is remembered for the 24
 //! hours and stops every running enrolment of the leads of that phone; a new request from
-//! the same phone does the same.
+//! the same phone does the same. A lead that the clock alone may enrol later (a meeting
+//! that may be missed) gets a wake-up on the queue for that moment.
 
 use chrono::{DateTime, Utc};
 
@@ -33,7 +34,20 @@ impl ChainEngine {
         lead: &Lead,
         store: &Store,
     ) -> Result<Enrolled, HandlerError> {
-        let now = self.now();
+        self.look(Some(kind), lead, store, self.now()).await
+    }
+
+    /// What the lead as read now means for its chains at `now`: an event's look (`kind`),
+    /// or a wake-up's (`None`, no event: only the facts and the clock). A lead a trigger of
+    /// the clock may fire for later (a meeting to be missed) gets a wake-up planned for
+    /// then (see [`super::wake`]).
+    pub async fn look(
+        &self,
+        kind: Option<&EventKind>,
+        lead: &Lead,
+        store: &Store,
+        now: DateTime<Utc>,
+    ) -> Result<Enrolled, HandlerError> {
         let names = self
             .names
             .get(self.crm.as_ref(), Some(&lead.status_id))
@@ -43,7 +57,7 @@ impl ChainEngine {
         let mut out = Enrolled::default();
         let new = matches!(
             kind,
-            EventKind::LeadCreated { .. } | EventKind::UnsortedCreated { .. }
+            Some(EventKind::LeadCreated { .. } | EventKind::UnsortedCreated { .. })
         );
         for phone in &seen.phones {
             if new {
@@ -63,7 +77,7 @@ impl ChainEngine {
                 continue;
             }
             let e = &record.enrolment;
-            if let Some(reason) = self.chains.should_stop(e, Some(kind), &seen.facts)
+            if let Some(reason) = self.chains.should_stop(e, kind, &seen.facts)
                 && self.stop(store, &e.key, &reason.to_string(), now).await?
             {
                 out.stopped.push((e.key.clone(), reason.to_string()));
@@ -72,7 +86,10 @@ impl ChainEngine {
         let before = match state::facts(store, &lead.id).await? {
             Some(facts) => facts,
             None if new => Facts::new(),
-            None => before_from_event(kind, &seen.facts, &names),
+            None => match kind {
+                Some(kind) => before_from_event(kind, &seen.facts, &names),
+                None => seen.facts.clone(),
+            },
         };
         for e in self.chains.enrol(&lead.id, &before, &seen.facts, now) {
             let added = store.add_enrolment(&e).await?;
@@ -90,6 +107,9 @@ impl ChainEngine {
                 tracing::info!(lead = %lead.id, chain = %e.chain, key = %e.key, "lead enrolled in a chain");
                 out.enrolled.push(e.key.clone());
             }
+        }
+        if let Some(at) = self.chains.check_at(&seen.facts, now) {
+            self.plan_check(store, &lead.id, at, now).await?;
         }
         state::save_facts(store, &lead.id, &seen.facts).await?;
         Ok(out)

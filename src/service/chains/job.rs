@@ -1,5 +1,6 @@
 //! The `RunStep` job: one step of one enrolment, queued for its time on a queue of its own
-//! (`<namespace>:chain_step`), beside `handle_event`.
+//! (`<namespace>:chain_step`), beside `handle_event`; and [`StepJobs`], which runs it and
+//! the wake-ups of [`super::wake`].
 //!
 //! Delivery is at least once; the step itself is idempotent (see [`super::step`]). A step
 //! that fails for a reason that can pass (the CRM or a channel down) is queued again with
@@ -13,6 +14,7 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::wake::CHECK_LEAD;
 use super::{ChainEngine, StepRun};
 use crate::adapters::store::{Enqueued, QueueItem, Store, StoreError};
 use crate::service::metrics;
@@ -49,11 +51,13 @@ impl RunStep {
     }
 }
 
-/// Runs `RunStep` jobs with the engine, on the engine's clock.
+/// Runs the chains' jobs with the engine, on the engine's clock: `RunStep`, and the
+/// wake-ups (`CheckLead`, see [`super::wake`]).
 pub struct StepJobs {
     store: Store,
     engine: Arc<ChainEngine>,
     queue: String,
+    checks: String,
 }
 
 impl std::fmt::Debug for StepJobs {
@@ -68,10 +72,12 @@ impl StepJobs {
     /// Step jobs of `engine` on `store`.
     pub fn new(store: Store, engine: Arc<ChainEngine>) -> StepJobs {
         let queue = store.queue_name(RUN_STEP);
+        let checks = store.queue_name(CHECK_LEAD);
         StepJobs {
             store,
             engine,
             queue,
+            checks,
         }
     }
 
@@ -83,6 +89,11 @@ impl StepJobs {
     /// The full queue name.
     pub fn queue(&self) -> &str {
         &self.queue
+    }
+
+    /// The full name of the wake-ups' queue (`CheckLead` jobs, see [`super::wake`]).
+    pub fn check_queue(&self) -> &str {
+        &self.checks
     }
 
     /// The engine.
@@ -114,29 +125,14 @@ impl StepJobs {
             }
             Err(e) => e.to_string(),
         };
-        let wait = if job.attempt < ATTEMPTS {
-            let base = Duration::from_secs(5) * 2u32.saturating_pow(job.attempt - 1);
-            base.min(RETRY_MAX)
-        } else {
-            LATER
-        };
+        let wait = backoff(job.attempt);
         tracing::warn!(key = %job.enrolment, step = job.index, attempt = job.attempt, error = %error, retry_in = ?wait, "chain step failed; will retry");
         ::metrics::counter!(metrics::JOBS, "job" => RUN_STEP, "outcome" => "retry").increment(1);
         let next = RunStep {
             attempt: job.attempt + 1,
             ..job
         };
-        // Past the quick tries the key carries the time too, so that the hourly tries
-        // never collide with keys remembered from before.
-        let key = if next.attempt > ATTEMPTS {
-            format!(
-                "{}@{}",
-                next.key(),
-                (Utc::now() + TimeDelta::from_std(wait).unwrap_or_default()).timestamp()
-            )
-        } else {
-            next.key()
-        };
+        let key = retry_key(next.key(), next.attempt, wait);
         let pushed = self
             .store
             .enqueue(QueueItem {
@@ -150,5 +146,28 @@ impl StepJobs {
             tracing::debug!(key = %key, "the retry was queued already");
         }
         Ok(())
+    }
+}
+
+/// How long to wait after try `attempt` (1 for the first) failed: quick tries with a
+/// doubling wait up to [`RETRY_MAX`], then [`LATER`].
+pub(super) fn backoff(attempt: u32) -> Duration {
+    if attempt < ATTEMPTS {
+        let base = Duration::from_secs(5) * 2u32.saturating_pow(attempt.saturating_sub(1));
+        base.min(RETRY_MAX)
+    } else {
+        LATER
+    }
+}
+
+/// The dedup key of try `attempt`, whose own key is `key`, queued `wait` from now. Past the
+/// quick tries the key carries the time too, so that the hourly tries never collide with
+/// keys remembered from before.
+pub(super) fn retry_key(key: String, attempt: u32, wait: Duration) -> String {
+    if attempt > ATTEMPTS {
+        let at = Utc::now() + TimeDelta::from_std(wait).unwrap_or_default();
+        format!("{key}@{}", at.timestamp())
+    } else {
+        key
     }
 }

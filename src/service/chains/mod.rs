@@ -6,6 +6,8 @@
 //! - [`step`]: one step carried out once: re-read the lead, stop?, decide, throttle, claim,
 //!   act, record, plan the next;
 //! - [`job`]: the `RunStep` job on its own queue, and its retries;
+//! - [`wake`]: the `CheckLead` job, a wake-up at the moment the clock alone may enrol a
+//!   lead (a missed meeting), on its own queue;
 //! - [`preview`]: a chain for one lead, step by step, sending nothing;
 //! - [`lead`]: what the engine reads of a lead (facts, phones, the client's zone, the
 //!   template context) and the account's names;
@@ -19,6 +21,7 @@ pub mod lead;
 pub mod preview;
 pub mod state;
 pub mod step;
+pub mod wake;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +40,7 @@ use crate::service::routing::Clock;
 pub use job::{RUN_STEP, RunStep, StepJobs};
 pub use lead::Names;
 pub use step::StepRun;
+pub use wake::{CHECK_LEAD, CheckLead, Checked};
 
 /// The channels the engine writes to clients through; either may be missing, and a step
 /// that needs a missing one fails clearly (and the manager gets a task).

@@ -1,6 +1,8 @@
 //! The engine's keys in the store, beside the enrolments and step records the store keeps
 //! with methods of their own:
 //! - `chains:facts:{lead}` (a value): the lead's facts as last seen, to tell what changed;
+//! - `chains:check:{lead}` (a value): the moment of the lead's last wake-up put on the
+//!   queue (Unix seconds), so that seeing the lead again queues none;
 //! - `chains:replied:{phone}` (a value): when the client last wrote in WhatsApp, for the
 //!   24 hours;
 //! - `chains:phone:{phone}` (a set): the leads of a phone, to stop their chains on a reply;
@@ -33,6 +35,29 @@ pub async fn save_facts(store: &Store, lead: &str, facts: &Facts) -> Result<(), 
             &format!("chains:facts:{lead}"),
             &serde_json::to_string(facts)?,
         )
+        .await
+}
+
+fn check_key(lead: &str) -> String {
+    format!("chains:check:{lead}")
+}
+
+/// The moment of the last wake-up queued for `lead`.
+pub async fn planned_check(store: &Store, lead: &str) -> Result<Option<i64>, StoreError> {
+    Ok(store
+        .value(&check_key(lead))
+        .await?
+        .and_then(|v| v.parse().ok()))
+}
+
+/// Keeps the moment of the wake-up just queued for `lead`.
+pub async fn save_planned_check(
+    store: &Store,
+    lead: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    store
+        .set_value(&check_key(lead), &at.timestamp().to_string())
         .await
 }
 
