@@ -182,6 +182,9 @@ pub enum EventKind {
         /// The error code when `status` is `error` (e.g. `24_HOURS_EXCEEDED`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// What the messenger said about the error, for the manager.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
     },
     /// A manager's presence changed; `entity_id` is the manager's CRM user id.
     PresenceChanged {

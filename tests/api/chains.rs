@@ -33,9 +33,9 @@ use crate::support::smtp::SmtpServer;
 use crate::support::wazzup::{CHANNEL_WABA, WazzupEmulator};
 
 const QUALIFIED: i64 = 60_456_947;
-const PHONE: &str = "79161234567";
+pub(crate) const PHONE: &str = "79161234567";
 const NO_MEETING: &str = "ОП-2. Квалификация пройдена, встреча не назначена";
-const TEMPLATES: [(&str, &str); 3] = [
+pub(crate) const TEMPLATES: [(&str, &str); 3] = [
     (
         "a1000000-0000-4000-8000-000000000001",
         "Аудио Михаила Николаевича",
@@ -44,7 +44,7 @@ const TEMPLATES: [(&str, &str); 3] = [
     ("a1000000-0000-4000-8000-000000000003", "Полный игнор"),
 ];
 
-fn moscow(s: &str) -> DateTime<Utc> {
+pub(crate) fn moscow(s: &str) -> DateTime<Utc> {
     let local = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap();
     Moscow
         .from_local_datetime(&local)
@@ -52,7 +52,7 @@ fn moscow(s: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-fn local(t: DateTime<Utc>) -> String {
+pub(crate) fn local(t: DateTime<Utc>) -> String {
     t.with_timezone(&Moscow)
         .format("%a %d.%m %H:%M")
         .to_string()
@@ -78,18 +78,18 @@ fn shipped() -> chains::ChainRules {
 }
 
 /// The emulators, the robot on them, and the clock the engine reads.
-struct World {
-    amo: AmoEmulator,
-    wazzup: WazzupEmulator,
-    smtp: SmtpServer,
-    app: TestApp,
-    engine: Arc<ChainEngine>,
-    clock: Arc<Mutex<DateTime<Utc>>>,
-    lead: i64,
+pub(crate) struct World {
+    pub(crate) amo: AmoEmulator,
+    pub(crate) wazzup: WazzupEmulator,
+    pub(crate) smtp: SmtpServer,
+    pub(crate) app: TestApp,
+    pub(crate) engine: Arc<ChainEngine>,
+    pub(crate) clock: Arc<Mutex<DateTime<Utc>>>,
+    pub(crate) lead: i64,
 }
 
 impl World {
-    async fn new(backend: Backend) -> World {
+    pub(crate) async fn new(backend: Backend) -> World {
         World::start(backend, false).await
     }
 
@@ -168,16 +168,16 @@ impl World {
         }
     }
 
-    fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.app.store
     }
 
-    fn set_clock(&self, at: DateTime<Utc>) {
+    pub(crate) fn set_clock(&self, at: DateTime<Utc>) {
         *self.clock.lock().unwrap() = at;
     }
 
     /// A manager moves the lead to «4. Квалификация пройдена»; amoCRM's webhook comes.
-    async fn qualify(&self) -> String {
+    pub(crate) async fn qualify(&self) -> String {
         let crm = amo_client(&self.amo).await;
         crm.update_lead(
             &self.lead.to_string(),
@@ -275,7 +275,7 @@ impl World {
 
     /// Runs the enrolment's next step at the moment it is due; that moment and what the
     /// run did. `None` when nothing is due (finished or stopped).
-    async fn run_next(&self, key: &str) -> Option<(DateTime<Utc>, StepRun)> {
+    pub(crate) async fn run_next(&self, key: &str) -> Option<(DateTime<Utc>, StepRun)> {
         let record = self.store().enrolment(key).await.unwrap().unwrap();
         let at = record.due_at?;
         if !record.is_running() {
@@ -290,7 +290,7 @@ impl World {
         Some((at, run))
     }
 
-    fn tasks(&self) -> Vec<Value> {
+    pub(crate) fn tasks(&self) -> Vec<Value> {
         self.amo
             .tasks()
             .into_iter()
@@ -299,7 +299,7 @@ impl World {
     }
 
     /// What the client and the manager have seen so far, counted.
-    fn counts(&self) -> (usize, usize, usize) {
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
         (
             self.wazzup.sent().len(),
             self.smtp.received().len(),

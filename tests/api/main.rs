@@ -6,6 +6,7 @@ mod support;
 
 mod catchup;
 mod chains;
+mod chains_statuses;
 mod crm_wiring;
 mod health;
 mod intake;

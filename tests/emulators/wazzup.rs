@@ -311,6 +311,7 @@ async fn waba_free_text_outside_the_window_fails_later_and_templates_go() {
         EventKind::MessageStatus {
             status: "error".into(),
             error: Some("24_HOURS_EXCEEDED".into()),
+            description: Some("The 24-hour WABA dialogue is closed".into()),
         }
     );
 
@@ -393,7 +394,8 @@ async fn its_webhooks_read_as_a_reply_an_echo_and_statuses() {
         status.events[0].kind,
         EventKind::MessageStatus {
             status: "delivered".into(),
-            error: None
+            error: None,
+            description: None,
         }
     );
 
