@@ -208,8 +208,95 @@ async fn a_status_not_on_whatsapp_fails_the_step_and_tasks_the_manager(backend: 
     w.app.stop().await;
 }
 
+/// A status of `message_id` as Wazzup posts it, `error` with `code`, as the robot's event.
+fn error_status(message_id: &str, code: &str) -> sales_robot::domain::event::Event {
+    let body = serde_json::json!({ "statuses": [{
+        "messageId": message_id,
+        "timestamp": "2026-03-04T10:00:01.000Z",
+        "status": "error",
+        "error": { "error": code, "description": "as Wazzup says it" },
+    }]});
+    webhook::parse(body.to_string().as_bytes(), &[])
+        .unwrap()
+        .events
+        .remove(0)
+}
+
+/// The status comes before the worker that sent the message has recorded Wazzup's id of
+/// it (a slow 201): it is kept, and the sender acts on it as soon as it records the send.
+async fn a_status_that_comes_before_the_send_is_recorded_still_fails_the_step(backend: Backend) {
+    let w = World::new(backend).await;
+    let key = w.qualify().await;
+    for _ in 0..2 {
+        w.run_next(&key).await.unwrap();
+    }
+    let id = "5b0e7c1a-2f4d-4e8b-9a63-7c1d2e3f4a50";
+    w.wazzup.next_message_id(id);
+    let early = w
+        .engine
+        .on_status(&error_status(id, "BAD_CONTACT"), w.store())
+        .await
+        .unwrap();
+    assert_eq!(early, ReadBack::NotOurs, "not known yet");
+    let (at, run) = w.run_next(&key).await.unwrap();
+    assert_eq!(local(at), "Wed 04.03 13:00");
+    assert_eq!(run, StepRun::Settled(StepState::Done));
+    assert_eq!(w.wazzup.sent()[0].message_id, id);
+    // Acted on within the run itself.
+    let record = w
+        .store()
+        .step_record(&step_key(&key, 2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.state, StepState::Failed, "{record:?}");
+    let tasks = w.tasks();
+    assert_eq!(tasks.len(), 2, "the call, and the task about the failure");
+    assert!(
+        tasks[1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("у номера нет WhatsApp"),
+        "{tasks:?}"
+    );
+    w.app.stop().await;
+}
+
+/// Two workers handle the same `24_HOURS_EXCEEDED` at once (a retry and a replay): the
+/// letter that stands in for the free text goes once.
+async fn the_same_status_handled_twice_at_once_sends_one_letter(backend: Backend) {
+    let w = World::new(backend).await;
+    the_client_wrote_on_tuesday(&w).await;
+    let key = w.qualify().await;
+    let (_, run) = w.run_next(&key).await.unwrap();
+    assert_eq!(run, StepRun::Settled(StepState::Done));
+    let free = w.wazzup.sent()[0].clone();
+    assert_eq!(free.status, "error", "{free:?}");
+    let event = error_status(&free.message_id, "24_HOURS_EXCEEDED");
+    let (a, b) = tokio::join!(
+        w.engine.on_status(&event, w.store()),
+        w.engine.on_status(&event, w.store()),
+    );
+    let acted = [&a, &b]
+        .iter()
+        .filter(|r| matches!(r, Ok(ReadBack::Again(StepState::Done))))
+        .count();
+    assert_eq!(acted, 1, "{a:?} {b:?}");
+    let again = w.engine.on_status(&event, w.store()).await.unwrap();
+    assert_eq!(again, ReadBack::Already);
+    eventually(10, || async { !w.smtp.received().is_empty() })
+        .await
+        .expect("the letter");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(w.smtp.received().len(), 1);
+    assert_eq!(w.wazzup.sent().len(), 1, "no second WhatsApp message");
+    w.app.stop().await;
+}
+
 crate::on_both_backends!(free_text_outside_the_session_is_sent_again_as_its_approved_template);
 crate::on_both_backends!(
     free_text_without_a_template_becomes_the_letter_and_later_steps_use_templates
 );
 crate::on_both_backends!(a_status_not_on_whatsapp_fails_the_step_and_tasks_the_manager);
+crate::on_both_backends!(a_status_that_comes_before_the_send_is_recorded_still_fails_the_step);
+crate::on_both_backends!(the_same_status_handled_twice_at_once_sends_one_letter);

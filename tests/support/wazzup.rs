@@ -170,6 +170,8 @@ struct Account {
     without_whatsapp: HashSet<String>,
     /// Whether each message taken gets its status webhook on its own.
     post_statuses: bool,
+    /// The ids the next messages taken get, before random ones.
+    next_ids: VecDeque<String>,
     failures: VecDeque<u16>,
     /// Sends carried out whose answer is then replaced by this status.
     lost_answers: VecDeque<u16>,
@@ -214,6 +216,7 @@ impl Account {
             invalid_numbers: HashSet::new(),
             without_whatsapp: HashSet::new(),
             post_statuses: false,
+            next_ids: VecDeque::new(),
             failures: VecDeque::new(),
             lost_answers: VecDeque::new(),
             crm_ids: HashMap::new(),
@@ -333,6 +336,12 @@ impl WazzupEmulator {
     /// `delivered`.
     pub fn post_statuses(&self) {
         self.lock().post_statuses = true;
+    }
+
+    /// The next message taken gets `message_id`: a test can post its status before the
+    /// sender has the 201, as a slow answer can make it.
+    pub fn next_message_id(&self, message_id: &str) {
+        self.lock().next_ids.push_back(message_id.to_owned());
     }
 
     /// WhatsApp's session with `chat_id` on `channel_id` is open now, as if the client had
@@ -592,30 +601,37 @@ async fn dispatch(
         match answer_locked(&mut acc, &method, &path, &headers, &body) {
             Answer::Done(response) => {
                 let taken = response.status() == StatusCode::CREATED && path == "/v3/message";
-                if taken && acc.post_statuses {
+                let status = (taken && acc.post_statuses).then(|| {
                     let m = acc.sent.last().expect("the message just taken");
                     let status = if m.error.is_some() {
                         "error"
                     } else {
                         "delivered"
                     };
-                    let body = status_body(&acc, &m.message_id.clone(), status);
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        // WhatsApp's answer reaches Wazzup a moment after the send's 201.
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        post_webhook(&state, &reqwest::Client::new(), body).await;
-                    });
-                }
+                    status_body(&acc, &m.message_id.clone(), status)
+                });
                 acc.requests.push(RecordedRequest {
                     method: method.to_string(),
-                    path,
+                    path: path.clone(),
                     status: response.status().as_u16(),
-                    body: json_body,
+                    body: json_body.clone(),
                 });
-                return response;
+                Err((response, status))
             }
-            Answer::CheckWebhooks { uri, crm_key } => (uri, crm_key),
+            Answer::CheckWebhooks { uri, crm_key } => Ok((uri, crm_key)),
+        }
+    };
+    let pending_check = match pending_check {
+        Ok(check) => check,
+        Err((response, status)) => {
+            if let Some(body) = status {
+                tokio::spawn(async move {
+                    // WhatsApp's answer reaches Wazzup a moment after the 201.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    post_webhook(&state, &reqwest::Client::new(), body).await;
+                });
+            }
+            return response;
         }
     };
     let (uri, crm_key) = pending_check;
@@ -1014,7 +1030,7 @@ fn send_message(acc: &mut Account, body: &[u8]) -> Response {
             )
         })
     };
-    let message_id = uuid();
+    let message_id = acc.next_ids.pop_front().unwrap_or_else(uuid);
     if let Some(id) = &crm_message_id {
         acc.crm_ids.insert(id.clone(), now);
     }
