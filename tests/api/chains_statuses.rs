@@ -293,6 +293,43 @@ async fn the_same_status_handled_twice_at_once_sends_one_letter(backend: Backend
     w.app.stop().await;
 }
 
+/// The client writes after the free text went and before its `24_HOURS_EXCEEDED` is read:
+/// the chain has stopped, and nothing stands in for the free text.
+async fn a_status_for_a_stopped_chain_sends_nothing(backend: Backend) {
+    let w = World::new(backend).await;
+    the_client_wrote_on_tuesday(&w).await;
+    let key = w.qualify().await;
+    w.run_next(&key).await.unwrap();
+    let free = w.wazzup.sent()[0].clone();
+    assert_eq!(free.status, "error", "{free:?}");
+    let (_, status) = w
+        .wazzup
+        .client_writes(CHANNEL_WABA, PHONE, "Пришлите на почту")
+        .await;
+    assert_eq!(status, Some(200));
+    eventually(20, || async {
+        !w.store()
+            .enrolment(&key)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_running()
+    })
+    .await
+    .expect("the reply stops the chain");
+    let read = w
+        .engine
+        .on_status(
+            &error_status(&free.message_id, "24_HOURS_EXCEEDED"),
+            w.store(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read, ReadBack::Already);
+    assert_eq!(w.counts(), (1, 0, 0), "no letter, no template");
+    w.app.stop().await;
+}
+
 crate::on_both_backends!(free_text_outside_the_session_is_sent_again_as_its_approved_template);
 crate::on_both_backends!(
     free_text_without_a_template_becomes_the_letter_and_later_steps_use_templates
@@ -300,3 +337,4 @@ crate::on_both_backends!(
 crate::on_both_backends!(a_status_not_on_whatsapp_fails_the_step_and_tasks_the_manager);
 crate::on_both_backends!(a_status_that_comes_before_the_send_is_recorded_still_fails_the_step);
 crate::on_both_backends!(the_same_status_handled_twice_at_once_sends_one_letter);
+crate::on_both_backends!(a_status_for_a_stopped_chain_sends_nothing);

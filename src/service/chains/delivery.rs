@@ -232,9 +232,10 @@ impl ChainEngine {
     ) -> Result<ReadBack, HandlerError> {
         let now = self.now();
         state::record_closed(store, &sent.phone, now).await?;
-        if let Some(r) = store.enrolment(&sent.enrolment).await?
-            && let Some(stopped) = r.stopped
-        {
+        let Some(enrolment) = store.enrolment(&sent.enrolment).await? else {
+            return Ok(ReadBack::Already);
+        };
+        if let Some(stopped) = &enrolment.stopped {
             // A reply stopped it, most likely: the manager has the conversation now.
             tracing::info!(step = %sent.record, why = %stopped.reason, "free text outside the session, but the chain is stopped: not carried out again");
             return Ok(ReadBack::Already);
@@ -242,6 +243,15 @@ impl ChainEngine {
         let Some(s) = self.step_now(store, sent).await? else {
             return Ok(ReadBack::Already);
         };
+        // As before any step: a lead won, moved on or stopped by the manager meanwhile.
+        if let Some(reason) = self
+            .chains
+            .should_stop(&enrolment.enrolment, None, &s.seen.facts)
+        {
+            self.stop(store, &sent.enrolment, &reason.to_string(), now)
+                .await?;
+            return Ok(ReadBack::Already);
+        }
         let last = state::last_reply_of(store, &s.seen.phones).await?;
         let closed = state::closed_of(store, &s.seen.phones).await?;
         let decision = self.chains.decide_step(

@@ -331,7 +331,11 @@ impl ChainEngine {
                         }
                     ),
                 };
-                self.sent_through_wazzup(store, &message_id, &sent).await?;
+                // The step is settled and the chain moved on: a failure here must not make
+                // the job run again, which would find the step done and do nothing.
+                if let Err(e) = self.sent_through_wazzup(store, &message_id, &sent).await {
+                    tracing::error!(key = %key, step = %step.title, message = %message_id, error = %e, "the WhatsApp message went, but its status cannot be read back");
+                }
                 Ok(StepRun::Settled(StepState::Done))
             }
             Acted::Failed(why) => {
