@@ -141,6 +141,11 @@ pub fn parse(body: &[u8], channels: &[String]) -> Result<Parsed, WebhookError> {
                 message_id: m.message_id,
                 phone,
                 text,
+                written_at: m
+                    .date_time
+                    .as_deref()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc)),
             },
         });
     }
