@@ -174,6 +174,10 @@ pub enum EventKind {
         /// («[аудио]»), for the templates' last messages.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         text: Option<String>,
+        /// When the client wrote it, to the millisecond where the messenger says: two
+        /// messages of one second keep their order in the conversation kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        written_at: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// A delivery status of a message we sent; `entity_id` is the message id.
     MessageStatus {
@@ -182,6 +186,9 @@ pub enum EventKind {
         /// The error code when `status` is `error` (e.g. `24_HOURS_EXCEEDED`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// What the messenger said about the error, for the manager.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
     },
     /// A manager's presence changed; `entity_id` is the manager's CRM user id.
     PresenceChanged {

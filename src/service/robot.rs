@@ -1,8 +1,8 @@
 //! The robot's handler of events: for an event about a lead it reads the lead once, scores
 //! it (when there is a model), routes it (when there is a roster), then looks at its
-//! follow-up chains (when there is `chains.toml`); a client's WhatsApp message goes to the
-//! chains; a presence change looks at the waiting leads again; every event goes into the
-//! journal.
+//! follow-up chains (when there is `chains.toml`); a client's WhatsApp message and a
+//! WhatsApp message's delivery status go to the chains; a presence change looks at the
+//! waiting leads again; every event goes into the journal.
 
 use std::sync::Arc;
 
@@ -155,6 +155,12 @@ impl EventHandler for Robot {
                         if !stopped.is_empty() {
                             tracing::info!(chat = %event.entity_id, stopped = stopped.len(), "the client wrote; their chains stopped");
                         }
+                    }
+                }
+                (EventKind::MessageStatus { .. }, _) => {
+                    if let Some(chains) = &self.chains {
+                        let read = chains.on_status(event, store).await?;
+                        tracing::debug!(message = %event.entity_id, read = ?read, "a Wazzup status read back");
                     }
                 }
                 (kind, Some(Record::Lead(id))) => self.on_lead(kind, &id, store).await?,

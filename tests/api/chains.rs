@@ -123,18 +123,18 @@ pub(crate) async fn outside() -> (WazzupEmulator, SmtpServer, Channels) {
 }
 
 /// The emulators, the robot on them, and the clock the engine reads.
-struct World {
-    amo: AmoEmulator,
-    wazzup: WazzupEmulator,
-    smtp: SmtpServer,
-    app: TestApp,
-    engine: Arc<ChainEngine>,
-    clock: Arc<Mutex<DateTime<Utc>>>,
-    lead: i64,
+pub(crate) struct World {
+    pub(crate) amo: AmoEmulator,
+    pub(crate) wazzup: WazzupEmulator,
+    pub(crate) smtp: SmtpServer,
+    pub(crate) app: TestApp,
+    pub(crate) engine: Arc<ChainEngine>,
+    pub(crate) clock: Arc<Mutex<DateTime<Utc>>>,
+    pub(crate) lead: i64,
 }
 
 impl World {
-    async fn new(backend: Backend) -> World {
+    pub(crate) async fn new(backend: Backend) -> World {
         World::start(backend, false).await
     }
 
@@ -186,16 +186,16 @@ impl World {
         }
     }
 
-    fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.app.store
     }
 
-    fn set_clock(&self, at: DateTime<Utc>) {
+    pub(crate) fn set_clock(&self, at: DateTime<Utc>) {
         *self.clock.lock().unwrap() = at;
     }
 
     /// A manager moves the lead to «4. Квалификация пройдена»; amoCRM's webhook comes.
-    async fn qualify(&self) -> String {
+    pub(crate) async fn qualify(&self) -> String {
         let crm = amo_client(&self.amo).await;
         crm.update_lead(
             &self.lead.to_string(),
@@ -293,7 +293,7 @@ impl World {
 
     /// Runs the enrolment's next step at the moment it is due; that moment and what the
     /// run did. `None` when nothing is due (finished or stopped).
-    async fn run_next(&self, key: &str) -> Option<(DateTime<Utc>, StepRun)> {
+    pub(crate) async fn run_next(&self, key: &str) -> Option<(DateTime<Utc>, StepRun)> {
         let record = self.store().enrolment(key).await.unwrap().unwrap();
         let at = record.due_at?;
         if !record.is_running() {
@@ -308,7 +308,7 @@ impl World {
         Some((at, run))
     }
 
-    fn tasks(&self) -> Vec<Value> {
+    pub(crate) fn tasks(&self) -> Vec<Value> {
         self.amo
             .tasks()
             .into_iter()
@@ -317,7 +317,7 @@ impl World {
     }
 
     /// What the client and the manager have seen so far, counted.
-    fn counts(&self) -> (usize, usize, usize) {
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
         (
             self.wazzup.sent().len(),
             self.smtp.received().len(),

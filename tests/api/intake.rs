@@ -211,6 +211,32 @@ async fn a_bitrix24_body_without_the_event_name_is_a_400() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_wazzup_status_without_its_message_is_a_400_and_an_unknown_status_is_taken() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let r = app
+        .post_wazzup(fixture("bad/wazzup_status_without_message_id.json"))
+        .await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("`messageId`"),
+        "{body}"
+    );
+    let r = app
+        .post_wazzup(r#"{"statuses":[{"messageId":"m-1","timestamp":"2025-11-24T07:30:02.417Z","status":"played"}]}"#)
+        .await;
+    assert_eq!(
+        r.status(),
+        200,
+        "a status Wazzup adds one day is no bad body"
+    );
+    app.wait_for_journal(1, 10).await;
+    let e = &app.store.journal(1).await.unwrap()[0].event;
+    assert_eq!(e.kind.name(), "message_status");
+    app.stop().await;
+}
+
 async fn wazzup_replies_are_events_and_echoes_are_not(backend: Backend) {
     let app = spawn_app(backend).await;
     let r = app.post_wazzup(fixture("wazzup/test.json")).await;

@@ -7,6 +7,7 @@ mod support;
 mod catchup;
 mod chains;
 mod chains_bitrix24;
+mod chains_statuses;
 mod crm_wiring;
 mod health;
 mod intake;

@@ -311,6 +311,7 @@ async fn waba_free_text_outside_the_window_fails_later_and_templates_go() {
         EventKind::MessageStatus {
             status: "error".into(),
             error: Some("24_HOURS_EXCEEDED".into()),
+            description: Some("The 24-hour WABA dialogue is closed".into()),
         }
     );
 
@@ -393,7 +394,8 @@ async fn its_webhooks_read_as_a_reply_an_echo_and_statuses() {
         status.events[0].kind,
         EventKind::MessageStatus {
             status: "delivered".into(),
-            error: None
+            error: None,
+            description: None,
         }
     );
 
@@ -446,4 +448,76 @@ async fn webhooks_are_set_only_when_the_test_post_gets_200() {
     let too_long = format!("https://robot.example.ru/{}", "a".repeat(200));
     let (_, code, _) = error_of(patch(&too_long).await.unwrap()).await;
     assert_eq!(code, "VALIDATION_ERROR");
+}
+
+/// Waits for the sink's `n`th delivery and reads it as JSON.
+async fn delivery(sink: &WebhookSink, n: usize) -> Value {
+    for _ in 0..200 {
+        if let Some(d) = sink.deliveries().get(n) {
+            return serde_json::from_slice(&d.body).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no delivery {n}: {}", sink.deliveries().len());
+}
+
+#[tokio::test]
+async fn statuses_come_on_their_own_in_the_documented_shape() {
+    let emu = WazzupEmulator::start().await;
+    let sink = WebhookSink::start().await;
+    emu.set_webhooks(sink.url(), None);
+    emu.post_statuses();
+    emu.add_number_without_whatsapp("79990001122");
+    let to = |chat: &str, crm: &str| {
+        json!({
+            "channelId": CHANNEL_WABA, "chatType": "whatsapp", "chatId": chat,
+            "templateId": TEMPLATE_FOLLOW_UP, "templateValues": ["Андрей", "№ 1042"],
+            "crmMessageId": crm,
+        })
+    };
+    // Taken, then failed: no WhatsApp on the number.
+    let response = send(&emu, Some(API_KEY), to("79990001122", "s1")).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let id = response.json::<Value>().await.unwrap()["messageId"].clone();
+    let body = delivery(&sink, 0).await;
+    let status = &body["statuses"][0];
+    assert_eq!(status["messageId"], id);
+    assert_eq!(status["status"], "error");
+    assert_eq!(status["error"]["error"], "BAD_CONTACT");
+    assert!(status["error"]["description"].is_string());
+    assert!(status["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert!(status.get("crmMessageId").is_none(), "{status}");
+
+    // Free text within a session the emulator was told is open, then after it closed.
+    let text = |crm: &str| {
+        json!({
+            "channelId": CHANNEL_WABA, "chatType": "whatsapp", "chatId": "79161234567",
+            "text": "Добрый день!", "crmMessageId": crm,
+        })
+    };
+    emu.open_session(CHANNEL_WABA, "79161234567");
+    assert_eq!(
+        send(&emu, Some(API_KEY), text("s2")).await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        delivery(&sink, 1).await["statuses"][0]["status"],
+        "delivered"
+    );
+    emu.close_session(CHANNEL_WABA, "79161234567");
+    assert_eq!(
+        send(&emu, Some(API_KEY), text("s3")).await.status(),
+        StatusCode::CREATED
+    );
+    let closed = delivery(&sink, 2).await;
+    assert_eq!(closed["statuses"][0]["error"]["error"], "24_HOURS_EXCEEDED");
+    let parsed = webhook::parse(&serde_json::to_vec(&closed).unwrap(), &[]).unwrap();
+    assert_eq!(
+        parsed.events[0].kind,
+        EventKind::MessageStatus {
+            status: "error".into(),
+            error: Some("24_HOURS_EXCEEDED".into()),
+            description: Some("The 24-hour WABA dialogue is closed".into()),
+        }
+    );
 }

@@ -35,6 +35,16 @@
 //!   `contact{name}`, `text`, `status`) and status fields (`messageId`, `timestamp`,
 //!   `status` of `sent`, `delivered`, `read`, `error`, and `error{error, description}`
 //!   with `24_HOURS_EXCEEDED`) as in the fixtures under `fixtures/wazzup/`.
+//! - Statuses of outgoing messages: https://wazzup24.com/help/api-documentation-en/webhooks/
+//!   ("Webhook about updating the status of outgoing messages") — `{"statuses": [{messageId,
+//!   timestamp, status, error?}]}`, `error{error, description, data?}` only with `status:
+//!   "error"`; no `crmMessageId` in a status. Error codes from the same page's `messages`
+//!   table: `BAD_CONTACT` "the account with this chatId does not exist", `24_HOURS_EXCEEDED`
+//!   "the 24-hour WABA dialogue is closed". Assumed: when told to
+//!   ([`WazzupEmulator::post_statuses`]), a status comes a moment after the 201, as
+//!   WhatsApp's answer reaches Wazzup; a number the emulator knows as without WhatsApp
+//!   ([`WazzupEmulator::add_number_without_whatsapp`]) is taken and then fails
+//!   `BAD_CONTACT`, as Wazzup reports it for the account that does not exist.
 //!
 //! Choices where the sources are silent are marked "assumed" in comments.
 
@@ -156,6 +166,12 @@ struct Account {
     sent: Vec<SentMessage>,
     requests: Vec<RecordedRequest>,
     invalid_numbers: HashSet<String>,
+    /// Numbers taken with 201 whose messages then fail `BAD_CONTACT` in a status.
+    without_whatsapp: HashSet<String>,
+    /// Whether each message taken gets its status webhook on its own.
+    post_statuses: bool,
+    /// The ids the next messages taken get, before random ones.
+    next_ids: VecDeque<String>,
     failures: VecDeque<u16>,
     /// Sends carried out whose answer is then replaced by this status.
     lost_answers: VecDeque<u16>,
@@ -198,6 +214,9 @@ impl Account {
             sent: Vec::new(),
             requests: Vec::new(),
             invalid_numbers: HashSet::new(),
+            without_whatsapp: HashSet::new(),
+            post_statuses: false,
+            next_ids: VecDeque::new(),
             failures: VecDeque::new(),
             lost_answers: VecDeque::new(),
             crm_ids: HashMap::new(),
@@ -306,6 +325,42 @@ impl WazzupEmulator {
         self.lock().invalid_numbers.insert(chat_id.to_owned());
     }
 
+    /// Numbers with no WhatsApp that Wazzup finds out only after taking the message: the
+    /// send answers 201, and the status says `error` with `BAD_CONTACT`.
+    pub fn add_number_without_whatsapp(&self, chat_id: &str) {
+        self.lock().without_whatsapp.insert(chat_id.to_owned());
+    }
+
+    /// From now on, each message taken gets its `statuses` webhook on its own a moment
+    /// after the 201: `error` with its error (`24_HOURS_EXCEEDED`, `BAD_CONTACT`), else
+    /// `delivered`.
+    pub fn post_statuses(&self) {
+        self.lock().post_statuses = true;
+    }
+
+    /// The next message taken gets `message_id`: a test can post its status before the
+    /// sender has the 201, as a slow answer can make it.
+    pub fn next_message_id(&self, message_id: &str) {
+        self.lock().next_ids.push_back(message_id.to_owned());
+    }
+
+    /// WhatsApp's session with `chat_id` on `channel_id` is open now, as if the client had
+    /// written in a way the robot did not see (from the phone, another integration).
+    pub fn open_session(&self, channel_id: &str, chat_id: &str) {
+        let mut acc = self.lock();
+        let now = acc.now_ms();
+        acc.last_inbound
+            .insert((channel_id.to_owned(), chat_id.to_owned()), now);
+    }
+
+    /// WhatsApp's session with `chat_id` on `channel_id` is closed now: free text to it is
+    /// taken, then fails `24_HOURS_EXCEEDED`, whatever the robot believes.
+    pub fn close_session(&self, channel_id: &str, chat_id: &str) {
+        self.lock()
+            .last_inbound
+            .remove(&(channel_id.to_owned(), chat_id.to_owned()));
+    }
+
     /// Adds an approved WhatsApp Business template with its title and text (`{{1}}`…).
     pub fn add_template(&self, guid: &str, title: &str, text: &str) {
         self.lock().templates.push(Template {
@@ -369,18 +424,33 @@ impl WazzupEmulator {
     // --- webhooks -----------------------------------------------------------------------
 
     async fn post(&self, body: Value) -> Option<u16> {
-        let (uri, key) = {
-            let acc = self.lock();
-            (acc.webhooks_uri.clone(), acc.crm_key.clone())
+        post_webhook(&self.state, &self.http, body).await
+    }
+
+    /// The client wrote `text` at `at` (by the client's phone): posts the `messages`
+    /// webhook dated so, and the 24-hour window counts from then. A message written long
+    /// ago, or delivered late, leaves the window closed now.
+    pub async fn client_wrote_at(
+        &self,
+        channel_id: &str,
+        chat_id: &str,
+        text: &str,
+        at: SystemTime,
+    ) -> (String, Option<u16>) {
+        let message_id = uuid();
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as u64;
+        let body = {
+            let mut acc = self.lock();
+            acc.last_inbound
+                .insert((channel_id.to_owned(), chat_id.to_owned()), ms);
+            let chat_type = chat_type_of(acc.channel(channel_id).map(|c| c.transport.as_str()));
+            incoming(&message_id, ms, channel_id, chat_type, chat_id, text)
         };
-        let uri = uri.expect("no webhooks URI: call set_webhooks or PATCH /v3/webhooks");
-        let mut request = self.http.post(uri).json(&body);
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
-        }
-        let status = request.send().await.ok().map(|r| r.status().as_u16());
-        self.lock().posted.push(Posted { body, status });
-        status
+        let status = self.post(body).await;
+        (message_id, status)
     }
 
     /// The client writes `text` to the channel: posts the `messages` webhook of an incoming
@@ -399,18 +469,7 @@ impl WazzupEmulator {
             acc.last_inbound
                 .insert((channel_id.to_owned(), chat_id.to_owned()), now);
             let chat_type = chat_type_of(acc.channel(channel_id).map(|c| c.transport.as_str()));
-            json!({ "messages": [{
-                "messageId": message_id,
-                "dateTime": iso(now),
-                "channelId": channel_id,
-                "chatType": chat_type,
-                "chatId": chat_id,
-                "type": "text",
-                "isEcho": false,
-                "contact": { "name": "Андрей Ковалёв" },
-                "text": text,
-                "status": "inbound",
-            }]})
+            incoming(&message_id, now, channel_id, chat_type, chat_id, text)
         };
         let status = self.post(body).await;
         (message_id, status)
@@ -453,29 +512,75 @@ impl WazzupEmulator {
     /// `read`, or `error` with the message's own error (`24_HOURS_EXCEEDED` for free text
     /// outside the window; assumed `UNKNOWN_ERROR` otherwise). Returns the receiver's answer.
     pub async fn post_status(&self, message_id: &str, status: &str) -> Option<u16> {
-        let body = {
-            let acc = self.lock();
-            let m = acc
-                .sent
-                .iter()
-                .find(|m| m.message_id == message_id)
-                .expect("a sent message");
-            let mut entry = json!({
-                "messageId": message_id,
-                "timestamp": iso(acc.now_ms()),
-                "status": status,
-            });
-            if status == "error" {
-                let (code, description) = m
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| ("UNKNOWN_ERROR".into(), "Unknown error".into()));
-                entry["error"] = json!({ "error": code, "description": description });
-            }
-            json!({ "statuses": [entry] })
-        };
+        let body = status_body(&self.lock(), message_id, status);
         self.post(body).await
     }
+}
+
+/// The `messages` webhook of a client's text message.
+fn incoming(
+    message_id: &str,
+    at_ms: u64,
+    channel_id: &str,
+    chat_type: &str,
+    chat_id: &str,
+    text: &str,
+) -> Value {
+    json!({ "messages": [{
+        "messageId": message_id,
+        "dateTime": iso(at_ms),
+        "channelId": channel_id,
+        "chatType": chat_type,
+        "chatId": chat_id,
+        "type": "text",
+        "isEcho": false,
+        "contact": { "name": "Андрей Ковалёв" },
+        "text": text,
+        "status": "inbound",
+    }]})
+}
+
+/// The `statuses` webhook of a message taken: `status`, and with `error` the message's own
+/// error (assumed `UNKNOWN_ERROR` for a message that had none).
+fn status_body(acc: &Account, message_id: &str, status: &str) -> Value {
+    let m = acc
+        .sent
+        .iter()
+        .find(|m| m.message_id == message_id)
+        .expect("a sent message");
+    let mut entry = json!({
+        "messageId": message_id,
+        "timestamp": iso(acc.now_ms()),
+        "status": status,
+    });
+    if status == "error" {
+        let (code, description) = m
+            .error
+            .clone()
+            .unwrap_or_else(|| ("UNKNOWN_ERROR".into(), "Unknown error".into()));
+        entry["error"] = json!({ "error": code, "description": description });
+    }
+    json!({ "statuses": [entry] })
+}
+
+/// Posts a webhook to the receiver the account names, and records it with the answer.
+async fn post_webhook(state: &Mutex<Account>, http: &reqwest::Client, body: Value) -> Option<u16> {
+    let (uri, key) = {
+        let acc = state.lock().unwrap_or_else(|p| p.into_inner());
+        (acc.webhooks_uri.clone(), acc.crm_key.clone())
+    };
+    let uri = uri.expect("no webhooks URI: call set_webhooks or PATCH /v3/webhooks");
+    let mut request = http.post(uri).json(&body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let status = request.send().await.ok().map(|r| r.status().as_u16());
+    state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .posted
+        .push(Posted { body, status });
+    status
 }
 
 // ---------------------------------------------------------------------------------------
@@ -495,15 +600,38 @@ async fn dispatch(
         let mut acc = state.lock().unwrap_or_else(|p| p.into_inner());
         match answer_locked(&mut acc, &method, &path, &headers, &body) {
             Answer::Done(response) => {
+                let taken = response.status() == StatusCode::CREATED && path == "/v3/message";
+                let status = (taken && acc.post_statuses).then(|| {
+                    let m = acc.sent.last().expect("the message just taken");
+                    let status = if m.error.is_some() {
+                        "error"
+                    } else {
+                        "delivered"
+                    };
+                    status_body(&acc, &m.message_id.clone(), status)
+                });
                 acc.requests.push(RecordedRequest {
                     method: method.to_string(),
-                    path,
+                    path: path.clone(),
                     status: response.status().as_u16(),
-                    body: json_body,
+                    body: json_body.clone(),
                 });
-                return response;
+                Err((response, status))
             }
-            Answer::CheckWebhooks { uri, crm_key } => (uri, crm_key),
+            Answer::CheckWebhooks { uri, crm_key } => Ok((uri, crm_key)),
+        }
+    };
+    let pending_check = match pending_check {
+        Ok(check) => check,
+        Err((response, status)) => {
+            if let Some(body) = status {
+                tokio::spawn(async move {
+                    // WhatsApp's answer reaches Wazzup a moment after the 201.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    post_webhook(&state, &reqwest::Client::new(), body).await;
+                });
+            }
+            return response;
         }
     };
     let (uri, crm_key) = pending_check;
@@ -889,13 +1017,20 @@ fn send_message(acc: &mut Account, body: &[u8]) -> Response {
         .last_inbound
         .get(&(channel_id.clone(), chat_id.clone()))
         .is_some_and(|at| now.saturating_sub(*at) < SERVICE_WINDOW.as_millis() as u64);
-    let error = (channel.transport == "wapi" && template_id.is_none() && !window_open).then(|| {
-        (
-            "24_HOURS_EXCEEDED".to_owned(),
-            "The 24-hour WABA dialogue is closed".to_owned(),
-        )
-    });
-    let message_id = uuid();
+    let error = if acc.without_whatsapp.contains(&chat_id) {
+        Some((
+            "BAD_CONTACT".to_owned(),
+            "The account with this chatId does not exist".to_owned(),
+        ))
+    } else {
+        (channel.transport == "wapi" && template_id.is_none() && !window_open).then(|| {
+            (
+                "24_HOURS_EXCEEDED".to_owned(),
+                "The 24-hour WABA dialogue is closed".to_owned(),
+            )
+        })
+    };
+    let message_id = acc.next_ids.pop_front().unwrap_or_else(uuid);
     if let Some(id) = &crm_message_id {
         acc.crm_ids.insert(id.clone(), now);
     }

@@ -64,6 +64,13 @@ impl Message {
     }
 }
 
+/// One entry of `statuses[]`, as Wazzup's webhooks documentation (API v3, "Webhook about
+/// updating the status of outgoing messages",
+/// https://wazzup24.com/help/api-documentation-en/webhooks/) lists it: `messageId` (Wazzup's
+/// id of the message, the one its send answered with), `timestamp` (ISO time), `status`
+/// (`sent`, `delivered`, `read`, `error`, `edited`) and, only with `error`, an `error`
+/// object `{error, description, data}`. A status carries no `crmMessageId`: the robot
+/// knows its own messages by `messageId`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Status {
@@ -72,7 +79,16 @@ struct Status {
     #[serde(default)]
     timestamp: Option<String>,
     #[serde(default)]
-    error: Option<serde_json::Value>,
+    error: Option<StatusError>,
+}
+
+/// The `error` object of a failed status.
+#[derive(Debug, Deserialize)]
+struct StatusError {
+    /// The code: `24_HOURS_EXCEEDED`, `BAD_CONTACT`, `SPAM`, `CHANNEL_REJECTED`…
+    error: String,
+    #[serde(default)]
+    description: Option<String>,
 }
 
 fn unix(rfc3339: Option<&str>) -> Option<i64> {
@@ -125,18 +141,19 @@ pub fn parse(body: &[u8], channels: &[String]) -> Result<Parsed, WebhookError> {
                 message_id: m.message_id,
                 phone,
                 text,
+                written_at: m
+                    .date_time
+                    .as_deref()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc)),
             },
         });
     }
     for s in body.statuses {
-        let error = s.error.as_ref().map(|e| match e {
-            serde_json::Value::String(code) => code.clone(),
-            other => other
-                .get("error")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-                .unwrap_or_else(|| other.to_string()),
-        });
+        let (error, description) = match s.error {
+            Some(e) => (Some(e.error), e.description),
+            None => (None, None),
+        };
         parsed.events.push(Event {
             source: Source::Wazzup,
             account: "wazzup".to_owned(),
@@ -154,6 +171,7 @@ pub fn parse(body: &[u8], channels: &[String]) -> Result<Parsed, WebhookError> {
             kind: EventKind::MessageStatus {
                 status: s.status,
                 error,
+                description,
             },
         });
     }
@@ -213,9 +231,32 @@ mod tests {
             p.events[0].kind,
             EventKind::MessageStatus {
                 status: "error".into(),
-                error: Some("24_HOURS_EXCEEDED".into())
+                error: Some("24_HOURS_EXCEEDED".into()),
+                description: Some("late".into()),
             }
         );
+    }
+
+    #[test]
+    fn a_status_without_its_message_or_with_a_bad_error_is_refused_by_its_key() {
+        let err = parse(br#"{"statuses":[{"status":"read"}]}"#, &[]).unwrap_err();
+        assert!(err.to_string().contains("messageId"), "{err}");
+        let err = parse(
+            br#"{"statuses":[{"messageId":"m1","status":"error","error":{"description":"x"}}]}"#,
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`error`"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_status_is_taken() {
+        let p = parse(
+            br#"{"statuses":[{"messageId":"m1","status":"played"}]}"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(p.events[0].kind.name(), "message_status");
     }
 
     #[test]

@@ -11,6 +11,10 @@
 //!   ([`Chains::next_step`]);
 //! - [`gate`]: what a step becomes for the lead's priority and WhatsApp's 24 hours
 //!   ([`Chains::decide_step`]);
+//! - [`session`]: WhatsApp's session as known, closed early by the messenger's word
+//!   ([`session::last_open_message`]);
+//! - [`delivery`]: what a delivery status means for the step that sent the message
+//!   ([`delivery::read_status`]);
 //! - [`stop`]: whether an enrolment stops, and why ([`Chains::should_stop`]);
 //! - [`throttle`]: messages a minute per channel, one a day per client ([`Throttle`]);
 //! - [`template`]: the texts, rendered over a typed context ([`Templates::render`]);
@@ -22,11 +26,13 @@
 //! `Enrolment::step_done` → `next_step` again. Only one step per run.
 
 pub mod calendar;
+pub mod delivery;
 pub mod enrolment;
 pub mod facts;
 pub mod gate;
 pub mod model;
 pub mod schedule;
+pub mod session;
 pub mod stop;
 pub mod template;
 pub mod throttle;
@@ -37,6 +43,7 @@ pub mod wake;
 mod tests;
 
 pub use calendar::{Calendar, SendWindow};
+pub use delivery::{Delivery, read_status};
 pub use enrolment::Enrolment;
 pub use gate::{Because, Decided, Gate, GateError, Gates, Messages, Moves, StepDecision};
 pub use model::{Action, Chain, Chains, Channel, Delay, Otherwise, Step};

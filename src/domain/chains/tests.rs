@@ -299,6 +299,7 @@ fn a_reply_a_call_a_meeting_a_stage_a_win_or_the_manager_stop_a_chain() {
         message_id: "m".into(),
         phone: None,
         text: None,
+        written_at: None,
     };
     assert_eq!(
         c.should_stop(&e, Some(&replied), &lead),

@@ -142,6 +142,7 @@ impl ChainEngine {
             chat_type,
             phone,
             text,
+            written_at,
             ..
         } = &event.kind
         else {
@@ -154,9 +155,12 @@ impl ChainEngine {
             return Ok(Vec::new());
         };
         let now = self.now();
-        let at = event
-            .occurred_at
-            .and_then(|t| DateTime::from_timestamp(t, 0))
+        let at = written_at
+            .or_else(|| {
+                event
+                    .occurred_at
+                    .and_then(|t| DateTime::from_timestamp(t, 0))
+            })
             .unwrap_or(now);
         state::record_reply(store, &phone, at).await?;
         if let Some(text) = text {

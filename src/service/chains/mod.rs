@@ -5,6 +5,9 @@
 //!   client's WhatsApp message does (it is remembered for the 24 hours, and stops);
 //! - [`step`]: one step carried out once: re-read the lead, stop?, decide, throttle, claim,
 //!   act, record, plan the next;
+//! - [`delivery`]: Wazzup's delivery statuses read back into the steps that sent the
+//!   messages (free text outside the session sent again in the closed-session form, other
+//!   errors fail the step);
 //! - [`job`]: the `RunStep` job on its own queue, and its retries;
 //! - [`wake`]: the `CheckLead` job, a wake-up at the moment the clock alone may enrol a
 //!   lead (a missed meeting), on its own queue;
@@ -15,6 +18,7 @@
 //!
 //! Decisions are the domain's (`domain::chains`); this module only reads, asks and acts.
 
+pub mod delivery;
 pub mod enrol;
 pub mod job;
 pub mod lead;
@@ -37,6 +41,7 @@ use crate::domain::chains::{Chains, Channel, Templates};
 use crate::service::jobs::HandlerError;
 use crate::service::routing::Clock;
 
+pub use delivery::ReadBack;
 pub use job::{RUN_STEP, RunStep, StepJobs};
 pub use lead::Names;
 pub use step::StepRun;

@@ -90,6 +90,10 @@ impl ChainEngine {
         let last = state::last_reply_of(store, &seen.phones)
             .await
             .map_err(HandlerError::from)?;
+        let closed = state::closed_of(store, &seen.phones)
+            .await
+            .map_err(HandlerError::from)?;
+        let last = crate::domain::chains::session::last_open_message(last, closed);
         let placeholders: Vec<String> = c
             .steps
             .iter()

@@ -5,6 +5,12 @@
 //!   queue (Unix seconds), so that seeing the lead again queues none;
 //! - `chains:replied:{phone}` (a value): when the client last wrote in WhatsApp, for the
 //!   24 hours;
+//! - `chains:closed:{phone}` (a value): when Wazzup last said the session was closed (a
+//!   `24_HOURS_EXCEEDED` status);
+//! - `chains:wazzup:{messageId}` (a value): the step that sent a WhatsApp message, so that
+//!   its delivery status can be read back;
+//! - `chains:wazzup:early:{messageId}` (a value): an error status that came before the
+//!   robot had recorded the send it is about;
 //! - `chains:phone:{phone}` (a set): the leads of a phone, to stop their chains on a reply;
 //! - `chains:messages:{phone}` (a capped list): the last WhatsApp messages with the client,
 //!   theirs and the robot's, for the templates;
@@ -93,6 +99,119 @@ pub async fn record_reply(store: &Store, phone: &str, at: DateTime<Utc>) -> Resu
         return Ok(());
     }
     store.set_value(&replied_key(phone), &at.to_rfc3339()).await
+}
+
+fn closed_key(phone: &str) -> String {
+    format!("chains:closed:{phone}")
+}
+
+fn time_value(v: Option<String>) -> Option<DateTime<Utc>> {
+    v.and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// When Wazzup last said the session with any of `phones` was closed.
+pub async fn closed_of(
+    store: &Store,
+    phones: &[String],
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let mut latest = None;
+    for phone in phones {
+        latest = latest.max(time_value(store.value(&closed_key(phone)).await?));
+    }
+    Ok(latest)
+}
+
+/// Records that Wazzup said the session with `phone` was closed at `at` (a later close
+/// known already stays).
+pub async fn record_closed(
+    store: &Store,
+    phone: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let key = closed_key(phone);
+    if time_value(store.value(&key).await?).is_some_and(|t| t >= at) {
+        return Ok(());
+    }
+    store.set_value(&key, &at.to_rfc3339()).await
+}
+
+/// A WhatsApp message a chain step sent, as kept under Wazzup's id of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentStep {
+    /// The key of the record that settled the send: the step's (`{enrolment}#{index}`),
+    /// or that of its second form for a closed session (`…#closed`).
+    pub record: String,
+    /// The enrolment.
+    pub enrolment: String,
+    /// The step's index in its chain.
+    pub index: usize,
+    /// The phone it went to.
+    pub phone: String,
+    /// Whether it was already what the step allows for a closed session: a second
+    /// `24_HOURS_EXCEEDED` then fails the step rather than trying again.
+    pub closed_form: bool,
+}
+
+fn sent_key(message_id: &str) -> String {
+    format!("chains:wazzup:{message_id}")
+}
+
+fn early_key(message_id: &str) -> String {
+    format!("chains:wazzup:early:{message_id}")
+}
+
+/// Keeps which step sent Wazzup's message `message_id`.
+pub async fn record_sent(
+    store: &Store,
+    message_id: &str,
+    sent: &SentStep,
+) -> Result<(), StoreError> {
+    store
+        .set_value(&sent_key(message_id), &serde_json::to_string(sent)?)
+        .await
+}
+
+/// The step that sent Wazzup's message `message_id`; `None` for a message the robot did
+/// not send (a manager's) or does not know yet.
+pub async fn sent_step(store: &Store, message_id: &str) -> Result<Option<SentStep>, StoreError> {
+    Ok(match store.value(&sent_key(message_id)).await? {
+        Some(v) => Some(serde_json::from_str(&v)?),
+        None => None,
+    })
+}
+
+/// An error status kept until the send it is about is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EarlyStatus {
+    /// `error`.
+    pub status: String,
+    /// Its code.
+    pub error: Option<String>,
+    /// What Wazzup said.
+    pub description: Option<String>,
+}
+
+/// Keeps an error status of a message not known yet.
+pub async fn keep_early(
+    store: &Store,
+    message_id: &str,
+    early: &EarlyStatus,
+) -> Result<(), StoreError> {
+    store
+        .set_value(&early_key(message_id), &serde_json::to_string(early)?)
+        .await
+}
+
+/// The error status kept for `message_id`, if one came before its send was recorded.
+pub async fn early_status(
+    store: &Store,
+    message_id: &str,
+) -> Result<Option<EarlyStatus>, StoreError> {
+    Ok(match store.value(&early_key(message_id)).await? {
+        Some(v) => Some(serde_json::from_str(&v)?),
+        None => None,
+    })
 }
 
 /// How many of the last messages with a client are kept, and shown to a template.

@@ -28,6 +28,7 @@ use super::{ChainEngine, crm_error, state};
 use crate::adapters::mail::Email;
 use crate::adapters::store::{StepRecord, StepState, Store};
 use crate::adapters::wazzup::send::{Content, Outgoing, Sent};
+use crate::domain::chains::session::last_open_message;
 use crate::domain::chains::{Chain, Channel, Decided, Enrolment, Hold, Sent as Counted, Step};
 use crate::domain::lead::{Lead, LeadUpdate};
 use crate::domain::task::{EntityRef, NewTask, TaskKind};
@@ -62,9 +63,17 @@ pub enum StepRun {
 }
 
 /// What carrying out an action came to.
-enum Acted {
+pub(super) enum Acted {
     /// Done; what happened (a message id).
     Done(String),
+    /// A WhatsApp message Wazzup took: what happened, and Wazzup's id of it, whose status
+    /// comes later.
+    Sent {
+        /// What happened.
+        detail: String,
+        /// Wazzup's id of the message.
+        message_id: String,
+    },
     /// Passed over.
     Skipped(String),
     /// Cannot be done, ever: why, for the manager.
@@ -76,7 +85,7 @@ enum Acted {
 }
 
 /// Where the step's action goes.
-fn via_of(decided: &Decided) -> &'static str {
+pub(super) fn via_of(decided: &Decided) -> &'static str {
     match decided {
         Decided::Send { channel, .. } => channel.as_str(),
         Decided::SendApproved { .. } => Channel::Wazzup.as_str(),
@@ -201,9 +210,14 @@ impl ChainEngine {
             return Ok(StepRun::Stopped(why));
         }
         let last = state::last_reply_of(store, &seen.phones).await?;
-        let decision = self
-            .chains
-            .decide_step(step, &seen.facts, seen.priority, last, now);
+        let closed = state::closed_of(store, &seen.phones).await?;
+        let decision = self.chains.decide_step(
+            step,
+            &seen.facts,
+            seen.priority,
+            last_open_message(last, closed),
+            now,
+        );
         let via = via_of(&decision.action);
         let channel = match &decision.action {
             Decided::Send { channel, .. } => Some(*channel),
@@ -297,6 +311,33 @@ impl ChainEngine {
                 self.advance(store, e, index, now, &seen, now).await?;
                 Ok(StepRun::Settled(StepState::Done))
             }
+            Acted::Sent { detail, message_id } => {
+                tracing::info!(key = %key, step = %step.title, lead = %lead.id, what = %detail, "chain step carried out");
+                self.settle(store, &skey, from, record(StepState::Done, detail))
+                    .await?;
+                self.advance(store, e, index, now, &seen, now).await?;
+                let phone = seen.phones.first().cloned().unwrap_or_default();
+                let sent = state::SentStep {
+                    record: skey.clone(),
+                    enrolment: key.to_owned(),
+                    index,
+                    phone,
+                    // Only free text needs the session; a template is its closed form.
+                    closed_form: !matches!(
+                        decision.action,
+                        Decided::Send {
+                            channel: Channel::Wazzup,
+                            ..
+                        }
+                    ),
+                };
+                // The step is settled and the chain moved on: a failure here must not make
+                // the job run again, which would find the step done and do nothing.
+                if let Err(e) = self.sent_through_wazzup(store, &message_id, &sent).await {
+                    tracing::error!(key = %key, step = %step.title, message = %message_id, error = %e, "the WhatsApp message went, but its status cannot be read back");
+                }
+                Ok(StepRun::Settled(StepState::Done))
+            }
             Acted::Failed(why) => {
                 tracing::error!(key = %key, step = %step.title, lead = %lead.id, why = %why, "a chain step failed for good; the manager gets a task");
                 self.settle(store, &skey, from, record(StepState::Failed, why.clone()))
@@ -322,7 +363,7 @@ impl ChainEngine {
         }
     }
 
-    async fn settle(
+    pub(super) async fn settle(
         &self,
         store: &Store,
         skey: &str,
@@ -459,12 +500,12 @@ impl ChainEngine {
 
     /// Carries out what the step became.
     /// How long a claimed step may be at work before its worker is taken for dead.
-    fn lease(&self) -> TimeDelta {
+    pub(super) fn lease(&self) -> TimeDelta {
         TimeDelta::from_std(self.chains.lease).unwrap_or(TimeDelta::minutes(5))
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn act(
+    pub(super) async fn act(
         &self,
         store: &Store,
         decided: &Decided,
@@ -673,7 +714,12 @@ impl ChainEngine {
         text: String,
         now: DateTime<Utc>,
     ) {
-        if !matches!(acted, Acted::Done(d) if !d.ends_with("already sent")) {
+        let went = match acted {
+            Acted::Done(d) => !d.ends_with("already sent"),
+            Acted::Sent { .. } => true,
+            _ => false,
+        };
+        if !went {
             return;
         }
         let said = state::Said {
@@ -726,7 +772,10 @@ impl ChainEngine {
             crm_message_id: crm_message_id(skey),
         };
         match wa.send(&message).await {
-            Ok(Sent::Accepted { message_id, .. }) => Acted::Done(format!("whatsapp {message_id}")),
+            Ok(Sent::Accepted { message_id, .. }) => Acted::Sent {
+                detail: format!("whatsapp {message_id}"),
+                message_id,
+            },
             Ok(Sent::AlreadySent) => Acted::Done("whatsapp: already sent".into()),
             Err(e) if e.is_permanent() => Acted::Failed(e.to_string()),
             Err(e) => {
@@ -745,7 +794,7 @@ impl ChainEngine {
     /// Tells the lead's manager that a step could not be carried out: a task, or a note
     /// where the priority gives no tasks (or nobody is responsible). Best effort: the step
     /// is recorded already, and a CRM that is down only costs the message in the log.
-    async fn tell_manager(
+    pub(super) async fn tell_manager(
         &self,
         chain: &Chain,
         step: &Step,
