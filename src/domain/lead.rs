@@ -47,6 +47,10 @@ pub struct Contact {
     pub id: String,
     /// Full name.
     pub name: String,
+    /// The first name, where the CRM keeps it apart (amoCRM's `first_name`, Bitrix24's
+    /// `NAME`): how a letter addresses the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
     /// Phones as the CRM holds them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phones: Vec<String>,

@@ -882,6 +882,11 @@ async fn a_refusal_letter_names_the_clients_previous_purchase(backend: Backend) 
         letters[1].subject().as_deref(),
         Some("Замена сварочного аппарата")
     );
+    let first = letters[0].text().unwrap();
+    assert!(
+        first.contains("Андрей, здравствуйте!"),
+        "the client by the first name the CRM keeps: {first}"
+    );
     let offer = letters[1].text().unwrap();
     assert!(
         offer.contains("— Fubag ТИГ-200 Inverter, 45 500 ₽"),

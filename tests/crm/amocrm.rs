@@ -97,6 +97,7 @@ async fn a_lead_comes_with_its_contacts_company_and_fields_by_our_names() {
         main.name, "Алексей Петров",
         "the first linked contact is the main one"
     );
+    assert_eq!(main.first_name.as_deref(), Some("Алексей"));
     assert_eq!(main.phones, vec!["+79031112233".to_owned()]);
     assert_eq!(
         lead.company.as_ref().map(|c| c.name.as_str()),

@@ -111,6 +111,7 @@ async fn a_deal_comes_with_its_contacts_company_and_fields_by_our_names() {
     let main = lead.main_contact().unwrap();
     assert_eq!(main.id, KUZNETSOV.to_string(), "the primary contact first");
     assert_eq!(main.name, "Андрей Кузнецов");
+    assert_eq!(main.first_name.as_deref(), Some("Андрей"));
     assert_eq!(main.phones, vec!["+7 912 345-67-89".to_owned()]);
     assert_eq!(main.emails, vec!["a.kuznetsov@example.ru".to_owned()]);
     assert!(!lead.contacts[1].is_main);

@@ -452,6 +452,12 @@ impl AmoCrm {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned(),
+            first_name: v
+                .get("first_name")
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned),
             phones: Self::multitext(v, "PHONE"),
             emails: Self::multitext(v, "EMAIL"),
             is_main: false,

@@ -1102,6 +1102,7 @@ impl Bitrix24 {
         Some(Contact {
             id: id_of(v.get("ID")?)?,
             name: person_name(v),
+            first_name: Some(text(v, "NAME")).filter(|n| !n.trim().is_empty()),
             phones: multifield(v, "PHONE"),
             emails: multifield(v, "EMAIL"),
             is_main: false,

@@ -277,7 +277,9 @@ pub async fn context_of(
         let field = |name: &str| c.fields.get(name).map(FieldValue::as_text);
         ContactView {
             name: c.name.clone(),
-            first_name: field("first_name").unwrap_or_default(),
+            first_name: field("first_name")
+                .or_else(|| c.first_name.clone())
+                .unwrap_or_default(),
             phone: c.phones.first().cloned().unwrap_or_default(),
             email: c.emails.first().cloned().unwrap_or_default(),
         }
