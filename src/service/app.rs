@@ -165,7 +165,8 @@ impl Application {
     }
 }
 
-/// Forgets dedup keys and journal records older than the window, now and then.
+/// Forgets dedup keys and journal records older than the window, and values kept only
+/// for a while whose time is up, now and then.
 async fn sweep_periodically(jobs: Arc<Jobs>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {

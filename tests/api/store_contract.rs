@@ -214,6 +214,56 @@ async fn a_rate_limit_is_shared_by_whoever_uses_the_store(backend: Backend) {
 }
 on_both_backends!(a_rate_limit_is_shared_by_whoever_uses_the_store);
 
+/// A value kept for a while (which step sent a WhatsApp message) reads back until its time
+/// is up, then reads as absent, and the sweep leaves nothing of it; a value kept for good
+/// stays.
+async fn a_value_kept_for_a_while_is_forgotten(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(backend, dir.path()).await;
+    store.set_value("kept", "for good").await.unwrap();
+    store
+        .set_value_for("sent:1", "step 0", Duration::from_millis(400))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.value("sent:1").await.unwrap().as_deref(),
+        Some("step 0")
+    );
+    // Kept again: the new value and the new time hold.
+    store
+        .set_value_for("sent:1", "step 1", Duration::from_secs(60))
+        .await
+        .unwrap();
+    store
+        .set_value_for("sent:2", "step 2", Duration::from_millis(300))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(store.value("sent:2").await.unwrap(), None, "its time is up");
+    assert_eq!(
+        store.value("sent:1").await.unwrap().as_deref(),
+        Some("step 1")
+    );
+    store.sweep(Utc::now(), &[]).await.unwrap();
+    assert_eq!(store.value("sent:2").await.unwrap(), None);
+    store
+        .set_value_for("sent:2", "again", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.value("sent:2").await.unwrap().as_deref(),
+        Some("again"),
+        "a name whose value was forgotten can be kept again"
+    );
+    store.remove_value("sent:1").await.unwrap();
+    assert_eq!(store.value("sent:1").await.unwrap(), None);
+    assert_eq!(
+        store.value("kept").await.unwrap().as_deref(),
+        Some("for good")
+    );
+}
+on_both_backends!(a_value_kept_for_a_while_is_forgotten);
+
 async fn values_and_locks(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let store = fresh_store(backend, dir.path()).await;

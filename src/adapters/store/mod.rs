@@ -390,6 +390,18 @@ impl Store {
         each!(self, s => s.set_value(name, value).await)
     }
 
+    /// Keeps a small value by name for at most `ttl`, after which it reads as absent and
+    /// the store drops it (Redis by itself; SQLite at the periodic sweep): for what matters
+    /// only for a while, such as which step sent a message whose status may still come.
+    pub async fn set_value_for(
+        &self,
+        name: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        each!(self, s => s.set_value_for(name, value, ttl).await)
+    }
+
     /// Forgets a named value; nothing happens when there is none.
     pub async fn remove_value(&self, name: &str) -> Result<(), StoreError> {
         each!(self, s => s.remove_value(name).await)

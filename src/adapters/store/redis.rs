@@ -532,6 +532,23 @@ impl RedisStore {
         Ok(())
     }
 
+    pub(super) async fn set_value_for(
+        &self,
+        name: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: () = redis::cmd("SET")
+            .arg(self.key(&format!("value:{name}")))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     pub(super) async fn remove_value(&self, name: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let _: i32 = conn.del(self.key(&format!("value:{name}"))).await?;

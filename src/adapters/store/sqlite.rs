@@ -500,12 +500,34 @@ impl SqliteStore {
     }
 
     pub(super) async fn value(&self, name: &str) -> Result<Option<String>, StoreError> {
+        // A value kept for a while reads as absent once its time is up, swept or not.
         Ok(sqlx::query_scalar(
-            "SELECT value FROM robot_values WHERE name = ?1 AND expires_at_ms IS NULL",
+            "SELECT value FROM robot_values
+             WHERE name = ?1 AND (expires_at_ms IS NULL OR expires_at_ms > ?2)",
         )
         .bind(name)
+        .bind(super::now_ms() as i64)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    pub(super) async fn set_value_for(
+        &self,
+        name: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let until = super::now_ms() as i64 + ttl.as_millis().max(1) as i64;
+        sqlx::query(
+            "INSERT INTO robot_values (name, value, expires_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET value = excluded.value, expires_at_ms = excluded.expires_at_ms",
+        )
+        .bind(name)
+        .bind(value)
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     pub(super) async fn set_value(&self, name: &str, value: &str) -> Result<(), StoreError> {
@@ -521,7 +543,7 @@ impl SqliteStore {
     }
 
     pub(super) async fn remove_value(&self, name: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM robot_values WHERE name = ?1 AND expires_at_ms IS NULL")
+        sqlx::query("DELETE FROM robot_values WHERE name = ?1")
             .bind(name)
             .execute(&self.pool)
             .await?;
@@ -635,7 +657,14 @@ impl SqliteStore {
             .bind(before)
             .execute(&self.pool)
             .await?;
-        Ok(jobs + journal.rows_affected())
+        // Values kept for a while, and locks whose holder is long gone.
+        let values = sqlx::query(
+            "DELETE FROM robot_values WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1",
+        )
+        .bind(now.timestamp_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(jobs + journal.rows_affected() + values.rows_affected())
     }
 }
 

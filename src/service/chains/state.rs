@@ -7,10 +7,10 @@
 //!   24 hours;
 //! - `chains:closed:{phone}` (a value): when Wazzup last said the session was closed (a
 //!   `24_HOURS_EXCEEDED` status);
-//! - `chains:wazzup:{messageId}` (a value): the step that sent a WhatsApp message, so that
-//!   its delivery status can be read back;
-//! - `chains:wazzup:early:{messageId}` (a value): an error status that came before the
-//!   robot had recorded the send it is about;
+//! - `chains:wazzup:{messageId}` (a value kept a week): the step that sent a WhatsApp
+//!   message, so that its delivery status can be read back;
+//! - `chains:wazzup:early:{messageId}` (a value kept a week): an error status that came
+//!   before the robot had recorded the send it is about;
 //! - `chains:phone:{phone}` (a set): the leads of a phone, to stop their chains on a reply;
 //! - `chains:messages:{phone}` (a capped list): the last WhatsApp messages with the client,
 //!   theirs and the robot's, for the templates;
@@ -153,6 +153,12 @@ pub struct SentStep {
     pub closed_form: bool,
 }
 
+/// How long the robot remembers which step sent a WhatsApp message, and an error status
+/// that came before the send was recorded. Wazzup posts a message's statuses within
+/// minutes to hours of the send; a week covers a robot that was down for days, and the
+/// store does not grow with every message ever sent.
+pub const SENT_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
+
 fn sent_key(message_id: &str) -> String {
     format!("chains:wazzup:{message_id}")
 }
@@ -168,7 +174,11 @@ pub async fn record_sent(
     sent: &SentStep,
 ) -> Result<(), StoreError> {
     store
-        .set_value(&sent_key(message_id), &serde_json::to_string(sent)?)
+        .set_value_for(
+            &sent_key(message_id),
+            &serde_json::to_string(sent)?,
+            SENT_KEPT,
+        )
         .await
 }
 
@@ -199,7 +209,11 @@ pub async fn keep_early(
     early: &EarlyStatus,
 ) -> Result<(), StoreError> {
     store
-        .set_value(&early_key(message_id), &serde_json::to_string(early)?)
+        .set_value_for(
+            &early_key(message_id),
+            &serde_json::to_string(early)?,
+            SENT_KEPT,
+        )
         .await
 }
 
