@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use sales_robot::adapters::store::StepState;
+use sales_robot::adapters::store::{StepRecord, StepState};
 use sales_robot::adapters::wazzup::webhook;
 use sales_robot::service::chains::delivery::closed_record;
 use sales_robot::service::chains::step::step_key;
@@ -26,6 +26,15 @@ async fn the_client_wrote_on_tuesday(w: &World) {
     assert_eq!(status, Some(200));
     w.app.wait_for_journal(1, 20).await;
     w.set_clock(moscow("2026-03-03 14:00"));
+}
+
+/// The record of step `index`'s second form, for a closed session.
+async fn closed_form_of(w: &World, key: &str, index: usize) -> StepRecord {
+    w.store()
+        .step_record(&closed_record(&step_key(key, index)))
+        .await
+        .unwrap()
+        .expect("the second form was claimed")
 }
 
 /// Waits until the emulator has taken `n` messages.
@@ -77,13 +86,7 @@ async fn free_text_outside_the_session_is_sent_again_as_its_approved_template(ba
     assert_eq!(template.template_id.as_deref(), Some(TEMPLATES[0].0));
     assert_eq!(template.template_values, ["Андрей", "Иван Петров"]);
     assert_ne!(template.crm_message_id, free.crm_message_id);
-    let skey = step_key(&key, 2);
-    let again = w
-        .store()
-        .step_record(&closed_record(&skey))
-        .await
-        .unwrap()
-        .unwrap();
+    let again = closed_form_of(&w, &key, 2).await;
     assert_eq!(again.state, StepState::Done, "{again:?}");
 
     // Wazzup posts the same status again: intake takes it as a duplicate; and the same
@@ -222,22 +225,29 @@ fn error_status(message_id: &str, code: &str) -> sales_robot::domain::event::Eve
         .remove(0)
 }
 
+/// Runs ОП-2's first two steps (Tuesday's message, Wednesday's call task), then has Wazzup's
+/// status `code` for «Аудио», which will go as `id`, come before «Аудио» is sent: it is
+/// kept, not acted on.
+async fn status_before_audio(w: &World, key: &str, id: &str, code: &str) {
+    for _ in 0..2 {
+        w.run_next(key).await.unwrap();
+    }
+    w.wazzup.next_message_id(id);
+    let early = w
+        .engine
+        .on_status(&error_status(id, code), w.store())
+        .await
+        .unwrap();
+    assert_eq!(early, ReadBack::NotOurs, "not known yet");
+}
+
 /// The status comes before the worker that sent the message has recorded Wazzup's id of
 /// it (a slow 201): it is kept, and the sender acts on it as soon as it records the send.
 async fn a_status_that_comes_before_the_send_is_recorded_still_fails_the_step(backend: Backend) {
     let w = World::new(backend).await;
     let key = w.qualify().await;
-    for _ in 0..2 {
-        w.run_next(&key).await.unwrap();
-    }
     let id = "5b0e7c1a-2f4d-4e8b-9a63-7c1d2e3f4a50";
-    w.wazzup.next_message_id(id);
-    let early = w
-        .engine
-        .on_status(&error_status(id, "BAD_CONTACT"), w.store())
-        .await
-        .unwrap();
-    assert_eq!(early, ReadBack::NotOurs, "not known yet");
+    status_before_audio(&w, &key, id, "BAD_CONTACT").await;
     let (at, run) = w.run_next(&key).await.unwrap();
     assert_eq!(local(at), "Wed 04.03 13:00");
     assert_eq!(run, StepRun::Settled(StepState::Done));
@@ -259,6 +269,41 @@ async fn a_status_that_comes_before_the_send_is_recorded_still_fails_the_step(ba
             .contains("у номера нет WhatsApp"),
         "{tasks:?}"
     );
+    w.app.stop().await;
+}
+
+/// A `24_HOURS_EXCEEDED` comes before the sender recorded the free text, and Wazzup fails
+/// when the sender then sends the template in its place: the status goes back on the
+/// events' queue, and the robot's worker sends the template once Wazzup answers again.
+async fn an_early_status_that_cannot_be_acted_on_at_once_is_tried_again(backend: Backend) {
+    let w = World::new(backend).await;
+    the_client_wrote_on_tuesday(&w).await;
+    let key = w.qualify().await;
+    let id = "7c2e9d4b-1a3f-4b6c-8d5e-2f1a0b9c8d7e";
+    status_before_audio(&w, &key, id, "24_HOURS_EXCEEDED").await;
+    // The free text goes; every try of the template after it fails.
+    w.wazzup.fail_after(1, 4, 500);
+    let (at, run) = w.run_next(&key).await.unwrap();
+    assert_eq!(local(at), "Wed 04.03 13:00");
+    assert_eq!(run, StepRun::Settled(StepState::Done));
+    let sent = w.wazzup.sent();
+    assert_eq!(sent.len(), 2, "only the free texts went: {sent:?}");
+    assert_eq!(sent[1].message_id, id);
+    let released = closed_form_of(&w, &key, 2).await;
+    assert_eq!(
+        released.state,
+        StepState::Released,
+        "the template went nowhere: {released:?}"
+    );
+    // Wazzup answers again; the queued status is handled by the robot's worker.
+    w.wazzup.recover();
+    until_sent(&w, 3).await;
+    let template = &w.wazzup.sent()[2];
+    assert_eq!(template.template_id.as_deref(), Some(TEMPLATES[0].0));
+    let again = closed_form_of(&w, &key, 2).await;
+    assert_eq!(again.state, StepState::Done, "{again:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(w.wazzup.sent().len(), 3, "the template went once");
     w.app.stop().await;
 }
 
@@ -337,4 +382,5 @@ crate::on_both_backends!(
 crate::on_both_backends!(a_status_not_on_whatsapp_fails_the_step_and_tasks_the_manager);
 crate::on_both_backends!(a_status_that_comes_before_the_send_is_recorded_still_fails_the_step);
 crate::on_both_backends!(the_same_status_handled_twice_at_once_sends_one_letter);
+crate::on_both_backends!(an_early_status_that_cannot_be_acted_on_at_once_is_tried_again);
 crate::on_both_backends!(a_status_for_a_stopped_chain_sends_nothing);

@@ -173,6 +173,8 @@ struct Account {
     /// The ids the next messages taken get, before random ones.
     next_ids: VecDeque<String>,
     failures: VecDeque<u16>,
+    /// Requests let through before the queued failures start.
+    failures_after: usize,
     /// Sends carried out whose answer is then replaced by this status.
     lost_answers: VecDeque<u16>,
     /// crmMessageId → when it was used.
@@ -218,6 +220,7 @@ impl Account {
             post_statuses: false,
             next_ids: VecDeque::new(),
             failures: VecDeque::new(),
+            failures_after: 0,
             lost_answers: VecDeque::new(),
             crm_ids: HashMap::new(),
             last_inbound: HashMap::new(),
@@ -397,6 +400,23 @@ impl WazzupEmulator {
         for _ in 0..n {
             acc.failures.push_back(status);
         }
+    }
+
+    /// Lets the next `pass` requests through, then answers the `n` after them with
+    /// `status`: Wazzup failing in the middle of what the robot does.
+    pub fn fail_after(&self, pass: usize, n: usize, status: u16) {
+        let mut acc = self.lock();
+        acc.failures_after = pass;
+        for _ in 0..n {
+            acc.failures.push_back(status);
+        }
+    }
+
+    /// Forgets the failures still queued: Wazzup answers again.
+    pub fn recover(&self) {
+        let mut acc = self.lock();
+        acc.failures.clear();
+        acc.failures_after = 0;
     }
 
     /// Carries out the next `n` sends (a message taken is recorded) but answers `status`
@@ -682,7 +702,9 @@ fn answer_locked(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Answer {
-    if let Some(status) = acc.failures.pop_front() {
+    if !acc.failures.is_empty() && acc.failures_after > 0 {
+        acc.failures_after -= 1;
+    } else if let Some(status) = acc.failures.pop_front() {
         let status = StatusCode::from_u16(status).expect("a status code");
         return Answer::Done(status.into_response());
     }

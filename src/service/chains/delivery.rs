@@ -17,19 +17,21 @@
 //! from `done`, the second form a claim of its own record. A status may come before the
 //! worker that sent the message has recorded it: the status is kept first and the record
 //! looked for after; the sender records first and looks for a kept status after, so one of
-//! the two always sees the other, and the claims let only one act.
+//! the two always sees the other, and the claims let only one act. A kept status the sender
+//! cannot act on at once (the CRM or Wazzup down) goes on the events' queue, to be tried
+//! again as a status from the webhook is.
 
 use chrono::{DateTime, Utc};
 
 use super::lead::{Names, Seen, seen};
 use super::step::{Acted, WAZZUP_GUARD, via_of};
 use super::{ChainEngine, crm_error, state};
-use crate::adapters::store::{StepRecord, StepState, Store};
+use crate::adapters::store::{QueueItem, StepRecord, StepState, Store, StoreError};
 use crate::domain::chains::session::last_open_message;
 use crate::domain::chains::{Chain, Channel, Delivery, Step, read_status};
-use crate::domain::event::{Event, EventKind};
+use crate::domain::event::{Event, EventKind, Source, dedup_key};
 use crate::domain::lead::Lead;
-use crate::service::jobs::HandlerError;
+use crate::service::jobs::{HANDLE_EVENT, HandleEvent, HandlerError};
 
 /// What a delivery status did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +118,10 @@ impl ChainEngine {
     }
 
     /// Records that a step's WhatsApp message went as Wazzup's `message_id`, then acts on
-    /// an error status that came before the record.
+    /// an error status that came before the record. When acting fails for a reason that
+    /// can pass (the CRM or the channel down), the status is put on the events' queue, as
+    /// if Wazzup had posted it again, so that it is tried again with the events' retries
+    /// rather than forgotten; acting on it is idempotent.
     pub(super) async fn sent_through_wazzup(
         &self,
         store: &Store,
@@ -124,7 +129,15 @@ impl ChainEngine {
         sent: &state::SentStep,
     ) -> Result<(), HandlerError> {
         if let Some(early) = record_then_look(store, message_id, sent).await? {
-            self.act_on(store, sent, early).await?;
+            let delivery = read_status(
+                &early.status,
+                early.error.as_deref(),
+                early.description.as_deref(),
+            );
+            if let Err(e) = self.act_on(store, sent, delivery).await {
+                tracing::warn!(message = %message_id, error = %e, "an early status could not be acted on now; queued to be tried again");
+                queue_again(store, message_id, &early).await?;
+            }
         }
         Ok(())
     }
@@ -355,7 +368,10 @@ impl ChainEngine {
                     ..sent.clone()
                 };
                 // The closed form cannot be carried out a third time: any error fails it.
-                match record_then_look(store, &message_id, &again).await? {
+                let early = record_then_look(store, &message_id, &again).await?;
+                let delivery = early
+                    .map(|e| read_status(&e.status, e.error.as_deref(), e.description.as_deref()));
+                match delivery {
                     Some(Delivery::SessionClosed) => {
                         let why = "сессия WhatsApp закрыта (24_HOURS_EXCEEDED)";
                         self.fail_sent(store, &again, why).await?;
@@ -399,16 +415,57 @@ impl ChainEngine {
     }
 }
 
+/// How long a status handed back to the events' queue waits before its first new try.
+const AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Puts a kept status of `message_id` on the events' queue, as the Wazzup webhook would
+/// bring it, under a key of its own (the webhook's own key may be remembered already).
+async fn queue_again(
+    store: &Store,
+    message_id: &str,
+    status: &state::EarlyStatus,
+) -> Result<(), HandlerError> {
+    let event = Event {
+        source: Source::Wazzup,
+        account: "wazzup".to_owned(),
+        kind: EventKind::MessageStatus {
+            status: status.status.clone(),
+            error: status.error.clone(),
+            description: status.description.clone(),
+        },
+        entity_id: message_id.to_owned(),
+        crm_entity: None,
+        occurred_at: None,
+        modified_by: None,
+        dedup_key: dedup_key(
+            Source::Wazzup,
+            "wazzup",
+            "message_status",
+            message_id,
+            &format!("{}#again", status.status),
+        ),
+    };
+    let job = HandleEvent { event, attempt: 1 };
+    let queue = store.queue_name(HANDLE_EVENT);
+    store
+        .enqueue(QueueItem {
+            queue: &queue,
+            payload: serde_json::to_vec(&job).map_err(StoreError::from)?,
+            key: &job.key(),
+            run_after: Some(AGAIN_AFTER),
+        })
+        .await?;
+    Ok(())
+}
+
 /// Records the send, then reads what error status came for it before the record.
 async fn record_then_look(
     store: &Store,
     message_id: &str,
     sent: &state::SentStep,
-) -> Result<Option<Delivery>, HandlerError> {
+) -> Result<Option<state::EarlyStatus>, HandlerError> {
     state::record_sent(store, message_id, sent).await?;
-    Ok(state::early_status(store, message_id)
-        .await?
-        .map(|e| read_status(&e.status, e.error.as_deref(), e.description.as_deref())))
+    Ok(state::early_status(store, message_id).await?)
 }
 
 fn wall_age(claimed: &StepRecord) -> chrono::TimeDelta {
