@@ -294,18 +294,7 @@ impl World {
     /// Runs the enrolment's next step at the moment it is due; that moment and what the
     /// run did. `None` when nothing is due (finished or stopped).
     pub(crate) async fn run_next(&self, key: &str) -> Option<(DateTime<Utc>, StepRun)> {
-        let record = self.store().enrolment(key).await.unwrap().unwrap();
-        let at = record.due_at?;
-        if !record.is_running() {
-            return None;
-        }
-        self.set_clock(at);
-        let run = self
-            .engine
-            .run_step(self.store(), key, record.enrolment.next, at)
-            .await
-            .unwrap();
-        Some((at, run))
+        run_due(&self.engine, self.store(), |at| self.set_clock(at), key).await
     }
 
     pub(crate) fn tasks(&self) -> Vec<Value> {
@@ -324,27 +313,24 @@ impl World {
             self.tasks().len(),
         )
     }
+}
 
-    /// What changed between two counts, in words.
+impl Days for World {
+    async fn run_next(&self, key: &str) -> Option<(DateTime<Utc>, StepRun)> {
+        World::run_next(self, key).await
+    }
+
+    fn counts(&self) -> (usize, usize, usize) {
+        World::counts(self)
+    }
+
     fn what(&self, before: (usize, usize, usize)) -> String {
-        let mut said = Vec::new();
-        for m in &self.wazzup.sent()[before.0..] {
-            let title = TEMPLATES
-                .iter()
-                .find(|(g, _)| Some(*g) == m.template_id.as_deref())
-                .map_or("free text", |(_, t)| *t);
-            said.push(format!("whatsapp «{title}»"));
-        }
-        for r in &self.smtp.received()[before.1..] {
-            said.push(format!("email «{}»", r.subject().unwrap_or_default()));
-        }
-        for t in &self.tasks()[before.2..] {
-            let text = t["text"].as_str().unwrap_or_default();
-            said.push(format!(
-                "task «{}»",
-                text.chars().take(18).collect::<String>()
-            ));
-        }
+        let tasks: Vec<String> = self
+            .tasks()
+            .iter()
+            .map(|t| t["text"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        let mut said = said_since(before, &self.wazzup, &self.smtp, &tasks, "task");
         let lead = self.amo.lead(self.lead).unwrap();
         if lead["status_id"] == json!(STATUS_LOST) && said.is_empty() {
             said.push(format!(
@@ -356,20 +342,96 @@ impl World {
     }
 }
 
-async fn op2_with_no_answer_runs_day_by_day_and_closes_the_lead(backend: Backend) {
-    let w = World::new(backend).await;
-    let key = w.qualify().await;
+/// What the day-by-day tests read of a world the chains run in, on amoCRM or on Bitrix24.
+pub(crate) trait Days {
+    /// Runs the enrolment's next step at the moment it is due; that moment and what the
+    /// run did. `None` when nothing is due (finished or stopped).
+    async fn run_next(&self, key: &str) -> Option<(DateTime<Utc>, StepRun)>;
+    /// What the client and the manager have seen so far, counted: messages, letters, tasks.
+    fn counts(&self) -> (usize, usize, usize);
+    /// What changed since `before`, in words.
+    fn what(&self, before: (usize, usize, usize)) -> String;
+}
+
+/// Runs every step of enrolment `key` at its moment, each to be settled done: when it ran,
+/// on the client's clock, and what it did.
+pub(crate) async fn day_by_day(w: &impl Days, key: &str) -> Vec<(String, String)> {
     let mut got = Vec::new();
     loop {
         let before = w.counts();
-        let Some((at, run)) = w.run_next(&key).await else {
-            break;
+        let Some((at, run)) = w.run_next(key).await else {
+            return got;
         };
         assert_eq!(run, StepRun::Settled(StepState::Done), "at {}", local(at));
         got.push((local(at), w.what(before)));
     }
+}
+
+/// The days a test expects, as [`day_by_day`] gives them.
+pub(crate) fn days(steps: &[(&str, &str)]) -> Vec<(String, String)> {
+    steps
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+/// Runs enrolment `key`'s next step at the moment it is due, with the test's clock moved
+/// there by `set_clock`.
+pub(crate) async fn run_due(
+    engine: &ChainEngine,
+    store: &Store,
+    set_clock: impl Fn(DateTime<Utc>),
+    key: &str,
+) -> Option<(DateTime<Utc>, StepRun)> {
+    let record = store.enrolment(key).await.unwrap().unwrap();
+    let at = record.due_at?;
+    if !record.is_running() {
+        return None;
+    }
+    set_clock(at);
+    let run = engine
+        .run_step(store, key, record.enrolment.next, at)
+        .await
+        .unwrap();
+    Some((at, run))
+}
+
+/// What came since `before` (counts of messages, letters and tasks), in words: a message by
+/// its template's title, a letter by its subject, a manager's task (`task`: «task» or
+/// «to-do») by the start of its text.
+pub(crate) fn said_since(
+    before: (usize, usize, usize),
+    wazzup: &WazzupEmulator,
+    smtp: &SmtpServer,
+    tasks: &[String],
+    task: &str,
+) -> Vec<String> {
+    let mut said = Vec::new();
+    for m in &wazzup.sent()[before.0..] {
+        let title = TEMPLATES
+            .iter()
+            .find(|(g, _)| Some(*g) == m.template_id.as_deref())
+            .map_or("free text", |(_, t)| *t);
+        said.push(format!("whatsapp «{title}»"));
+    }
+    for r in &smtp.received()[before.1..] {
+        said.push(format!("email «{}»", r.subject().unwrap_or_default()));
+    }
+    for text in &tasks[before.2..] {
+        said.push(format!(
+            "{task} «{}»",
+            text.chars().take(18).collect::<String>()
+        ));
+    }
+    said
+}
+
+async fn op2_with_no_answer_runs_day_by_day_and_closes_the_lead(backend: Backend) {
+    let w = World::new(backend).await;
+    let key = w.qualify().await;
+    let got = day_by_day(&w, &key).await;
     let lost = format!("lost with reason {LOSS_NO_CONTACT}");
-    let expected: Vec<(String, String)> = [
+    let expected = days(&[
         // Day 0: the client never wrote, so the text goes by e-mail.
         ("Tue 03.03 14:30", "email «Шаблон после квалификации»"),
         ("Wed 04.03 10:00", "task «ОП-2, день 1. Позв»"),
@@ -380,10 +442,7 @@ async fn op2_with_no_answer_runs_day_by_day_and_closes_the_lead(backend: Backend
         ("Tue 10.03 10:00", "whatsapp «Полный игнор»"),
         ("Tue 10.03 11:00", "task «ОП-2, день 4. Посл»"),
         ("Tue 10.03 18:00", lost.as_str()),
-    ]
-    .iter()
-    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-    .collect();
+    ]);
     assert_eq!(got, expected);
 
     // Each message went to the client's number and address, with the step's own ids.
@@ -1095,17 +1154,9 @@ async fn a_no_show_is_woken_at_the_meeting_time_plus_the_grace(backend: Backend)
     assert_eq!(w.wake(&job).await, Checked::Looked(Enrolled::default()));
     assert_eq!(w.enrolments().await, std::slice::from_ref(&key));
 
-    let mut got = Vec::new();
-    loop {
-        let before = w.counts();
-        let Some((at, run)) = w.run_next(&key).await else {
-            break;
-        };
-        assert_eq!(run, StepRun::Settled(StepState::Done), "at {}", local(at));
-        got.push((local(at), w.what(before)));
-    }
+    let got = day_by_day(&w, &key).await;
     let lost = format!("lost with reason {LOSS_NO_CONTACT}");
-    let expected: Vec<(String, String)> = [
+    let expected = days(&[
         ("Tue 03.03 13:30", "task «ОП-2, неявка. Клие»"),
         ("Tue 03.03 15:30", "task «ОП-2, неявка. Втор»"),
         ("Tue 03.03 16:30", "whatsapp «Аудио Михаила Николаевича»"),
@@ -1114,10 +1165,7 @@ async fn a_no_show_is_woken_at_the_meeting_time_plus_the_grace(backend: Backend)
         ("Fri 06.03 10:00", "whatsapp «Полный игнор»"),
         ("Fri 06.03 11:00", "task «ОП-2, неявка, день»"),
         ("Fri 06.03 18:00", lost.as_str()),
-    ]
-    .iter()
-    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-    .collect();
+    ]);
     assert_eq!(got, expected);
     let tasks = w.tasks();
     assert!(

@@ -24,7 +24,9 @@ use sales_robot::service::robot::Robot;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::chains::{NO_MEETING, PHONE, TEMPLATES, local, moscow, outside, shipped};
+use crate::chains::{
+    Days, NO_MEETING, PHONE, day_by_day, days, local, moscow, outside, run_due, said_since, shipped,
+};
 use crate::helpers::{
     B24_TOKEN, Backend, SECRET, TestApp, eventually, fresh_store, spawn_app_with,
 };
@@ -168,18 +170,7 @@ impl World {
     /// Runs the enrolment's next step at the moment it is due; that moment and what the
     /// run did. `None` when nothing is due (finished or stopped).
     async fn run_next(&self, key: &str) -> Option<(DateTime<Utc>, StepRun)> {
-        let record = self.store().enrolment(key).await.unwrap().unwrap();
-        let at = record.due_at?;
-        if !record.is_running() {
-            return None;
-        }
-        self.set_clock(at);
-        let run = self
-            .engine
-            .run_step(self.store(), key, record.enrolment.next, at)
-            .await
-            .unwrap();
-        Some((at, run))
+        run_due(&self.engine, self.store(), |at| self.set_clock(at), key).await
     }
 
     /// The deal's to-dos.
@@ -190,8 +181,13 @@ impl World {
             .filter(|a| a["OWNER_ID"] == json!(self.deal.to_string()))
             .collect()
     }
+}
 
-    /// What the client and the manager have seen so far, counted.
+impl Days for World {
+    async fn run_next(&self, key: &str) -> Option<(DateTime<Utc>, StepRun)> {
+        World::run_next(self, key).await
+    }
+
     fn counts(&self) -> (usize, usize, usize) {
         (
             self.wazzup.sent().len(),
@@ -200,26 +196,13 @@ impl World {
         )
     }
 
-    /// What changed between two counts, in words.
     fn what(&self, before: (usize, usize, usize)) -> String {
-        let mut said = Vec::new();
-        for m in &self.wazzup.sent()[before.0..] {
-            let title = TEMPLATES
-                .iter()
-                .find(|(g, _)| Some(*g) == m.template_id.as_deref())
-                .map_or("free text", |(_, t)| *t);
-            said.push(format!("whatsapp «{title}»"));
-        }
-        for r in &self.smtp.received()[before.1..] {
-            said.push(format!("email «{}»", r.subject().unwrap_or_default()));
-        }
-        for t in &self.todos()[before.2..] {
-            let text = t["DESCRIPTION"].as_str().unwrap_or_default();
-            said.push(format!(
-                "to-do «{}»",
-                text.chars().take(18).collect::<String>()
-            ));
-        }
+        let todos: Vec<String> = self
+            .todos()
+            .iter()
+            .map(|t| t["DESCRIPTION"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        let mut said = said_since(before, &self.wazzup, &self.smtp, &todos, "to-do");
         let deal = self.b24.deal(self.deal).unwrap();
         if deal["STAGE_ID"] == json!("LOSE") && said.is_empty() {
             said.push(format!(
@@ -238,17 +221,9 @@ impl World {
 async fn op2_on_bitrix24_runs_day_by_day_and_closes_the_deal(backend: Backend) {
     let w = World::new(backend).await;
     let key = w.qualify().await;
-    let mut got = Vec::new();
-    loop {
-        let before = w.counts();
-        let Some((at, run)) = w.run_next(&key).await else {
-            break;
-        };
-        assert_eq!(run, StepRun::Settled(StepState::Done), "at {}", local(at));
-        got.push((local(at), w.what(before)));
-    }
+    let got = day_by_day(&w, &key).await;
     let lost = format!("lost with reason {NO_CONTACT}");
-    let expected: Vec<(String, String)> = [
+    let expected = days(&[
         ("Tue 03.03 14:30", "email «Шаблон после квалификации»"),
         ("Wed 04.03 10:00", "to-do «ОП-2, день 1. Позв»"),
         ("Wed 04.03 13:00", "whatsapp «Аудио Михаила Николаевича»"),
@@ -257,10 +232,7 @@ async fn op2_on_bitrix24_runs_day_by_day_and_closes_the_deal(backend: Backend) {
         ("Tue 10.03 10:00", "whatsapp «Полный игнор»"),
         ("Tue 10.03 11:00", "to-do «ОП-2, день 4. Посл»"),
         ("Tue 10.03 18:00", lost.as_str()),
-    ]
-    .iter()
-    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-    .collect();
+    ]);
     assert_eq!(got, expected);
 
     let sent = w.wazzup.sent();
@@ -436,17 +408,9 @@ async fn a_no_show_on_bitrix24_is_woken_and_run_to_the_close(backend: Backend) {
     let record = w.store().enrolment(&key).await.unwrap().unwrap();
     assert_eq!(record.enrolment.chain, "ОП-2. Клиент не пришел на встречу");
 
-    let mut got = Vec::new();
-    loop {
-        let before = w.counts();
-        let Some((at, run)) = w.run_next(&key).await else {
-            break;
-        };
-        assert_eq!(run, StepRun::Settled(StepState::Done), "at {}", local(at));
-        got.push((local(at), w.what(before)));
-    }
+    let got = day_by_day(&w, &key).await;
     let lost = format!("lost with reason {NO_CONTACT}");
-    let expected: Vec<(String, String)> = [
+    let expected = days(&[
         ("Tue 03.03 13:30", "to-do «ОП-2, неявка. Клие»"),
         ("Tue 03.03 15:30", "to-do «ОП-2, неявка. Втор»"),
         ("Tue 03.03 16:30", "whatsapp «Аудио Михаила Николаевича»"),
@@ -455,10 +419,7 @@ async fn a_no_show_on_bitrix24_is_woken_and_run_to_the_close(backend: Backend) {
         ("Fri 06.03 10:00", "whatsapp «Полный игнор»"),
         ("Fri 06.03 11:00", "to-do «ОП-2, неявка, день»"),
         ("Fri 06.03 18:00", lost.as_str()),
-    ]
-    .iter()
-    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-    .collect();
+    ]);
     assert_eq!(got, expected);
     assert!(w.todos().iter().all(|t| t["RESPONSIBLE_ID"] == json!(IVAN)));
     w.app.stop().await;
