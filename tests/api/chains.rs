@@ -320,6 +320,14 @@ impl Days for World {
         World::run_next(self, key).await
     }
 
+    fn parts(&self) -> (&WazzupEmulator, &Store, &ChainEngine) {
+        (&self.wazzup, self.store(), &self.engine)
+    }
+
+    fn move_clock(&self, at: DateTime<Utc>) {
+        self.set_clock(at);
+    }
+
     fn counts(&self) -> (usize, usize, usize) {
         World::counts(self)
     }
@@ -351,6 +359,43 @@ pub(crate) trait Days {
     fn counts(&self) -> (usize, usize, usize);
     /// What changed since `before`, in words.
     fn what(&self, before: (usize, usize, usize)) -> String;
+    /// The Wazzup emulator, the robot's store and engine.
+    fn parts(&self) -> (&WazzupEmulator, &Store, &ChainEngine);
+    /// Moves the test's clock.
+    fn move_clock(&self, at: DateTime<Utc>);
+}
+
+/// ОП-2 with a reply: the first three steps (the letter, the call, «Аудио») go, then the
+/// client writes in WhatsApp on Thursday 09:30, before «Игнор». The reply stops the chain,
+/// the job of «Игнор» still fires at 10:00 and finds it stopped, and nothing more is sent.
+pub(crate) async fn reply_on_thursday(w: &impl Days, key: &str) {
+    for _ in 0..3 {
+        let (at, run) = w.run_next(key).await.unwrap();
+        assert_eq!(run, StepRun::Settled(StepState::Done), "at {}", local(at));
+    }
+    assert_eq!(w.counts(), (1, 1, 1));
+    let (wazzup, store, engine) = w.parts();
+    w.move_clock(moscow("2026-03-05 09:30"));
+    let (_, status) = wazzup
+        .client_writes(CHANNEL_WABA, PHONE, "Да, актуально")
+        .await;
+    assert_eq!(status, Some(200));
+    let (watched, k) = (store.clone(), key.to_owned());
+    eventually(20, move || {
+        let (store, k) = (watched.clone(), k.clone());
+        async move { !store.enrolment(&k).await.unwrap().unwrap().is_running() }
+    })
+    .await
+    .expect("the reply stops the chain");
+    let record = store.enrolment(key).await.unwrap().unwrap();
+    assert_eq!(record.stopped.unwrap().reason, "the client wrote");
+    w.move_clock(moscow("2026-03-05 10:00"));
+    let run = engine
+        .run_step(store, key, 3, moscow("2026-03-05 10:00"))
+        .await
+        .unwrap();
+    assert_eq!(run, StepRun::Stopped("the client wrote".into()));
+    assert_eq!(w.counts(), (1, 1, 1), "nothing more was sent");
 }
 
 /// Runs every step of enrolment `key` at its moment, each to be settled done: when it ran,
@@ -489,38 +534,7 @@ async fn op2_with_no_answer_runs_day_by_day_and_closes_the_lead(backend: Backend
 async fn a_reply_on_day_two_stops_the_chain(backend: Backend) {
     let w = World::new(backend).await;
     let key = w.qualify().await;
-    // Day 0 and day 1: the letter, the call, "Аудио".
-    for _ in 0..3 {
-        let (at, run) = w.run_next(&key).await.unwrap();
-        assert_eq!(run, StepRun::Settled(StepState::Done), "at {}", local(at));
-    }
-    assert_eq!(w.counts(), (1, 1, 1));
-    // Thursday 09:30, before "Игнор": the client writes in WhatsApp.
-    w.set_clock(moscow("2026-03-05 09:30"));
-    let (_, status) = w
-        .wazzup
-        .client_writes(CHANNEL_WABA, PHONE, "Да, актуально")
-        .await;
-    assert_eq!(status, Some(200));
-    let store = w.store().clone();
-    let k = key.clone();
-    eventually(20, move || {
-        let (store, k) = (store.clone(), k.clone());
-        async move { !store.enrolment(&k).await.unwrap().unwrap().is_running() }
-    })
-    .await
-    .expect("the reply stops the chain");
-    let record = w.store().enrolment(&key).await.unwrap().unwrap();
-    assert_eq!(record.stopped.unwrap().reason, "the client wrote");
-    // The job of "Игнор" still fires at 10:00: it finds the chain stopped.
-    w.set_clock(moscow("2026-03-05 10:00"));
-    let run = w
-        .engine
-        .run_step(w.store(), &key, 3, moscow("2026-03-05 10:00"))
-        .await
-        .unwrap();
-    assert_eq!(run, StepRun::Stopped("the client wrote".into()));
-    assert_eq!(w.counts(), (1, 1, 1), "nothing more was sent");
+    reply_on_thursday(&w, &key).await;
     assert_ne!(w.amo.lead(w.lead).unwrap()["status_id"], json!(STATUS_LOST));
     w.app.stop().await;
 }

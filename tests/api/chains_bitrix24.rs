@@ -25,14 +25,13 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::chains::{
-    Days, NO_MEETING, PHONE, day_by_day, days, local, moscow, outside, run_due, said_since, shipped,
+    Days, NO_MEETING, PHONE, day_by_day, days, moscow, outside, reply_on_thursday, run_due,
+    said_since, shipped,
 };
-use crate::helpers::{
-    B24_TOKEN, Backend, SECRET, TestApp, eventually, fresh_store, spawn_app_with,
-};
+use crate::helpers::{B24_TOKEN, Backend, SECRET, TestApp, fresh_store, spawn_app_with};
 use crate::support::bitrix24::B24Emulator;
 use crate::support::smtp::SmtpServer;
-use crate::support::wazzup::{CHANNEL_WABA, WazzupEmulator};
+use crate::support::wazzup::WazzupEmulator;
 
 /// The stages the portal's administrator added for ОП-2.
 const QUALIFIED: &str = "UC_QUALIFIED";
@@ -188,6 +187,14 @@ impl Days for World {
         World::run_next(self, key).await
     }
 
+    fn parts(&self) -> (&WazzupEmulator, &Store, &ChainEngine) {
+        (&self.wazzup, self.store(), &self.engine)
+    }
+
+    fn move_clock(&self, at: DateTime<Utc>) {
+        self.set_clock(at);
+    }
+
     fn counts(&self) -> (usize, usize, usize) {
         (
             self.wazzup.sent().len(),
@@ -276,32 +283,7 @@ async fn op2_on_bitrix24_runs_day_by_day_and_closes_the_deal(backend: Backend) {
 async fn a_reply_stops_the_chain_on_bitrix24(backend: Backend) {
     let w = World::new(backend).await;
     let key = w.qualify().await;
-    for _ in 0..3 {
-        let (at, run) = w.run_next(&key).await.unwrap();
-        assert_eq!(run, StepRun::Settled(StepState::Done), "at {}", local(at));
-    }
-    assert_eq!(w.counts(), (1, 1, 1));
-    w.set_clock(moscow("2026-03-05 09:30"));
-    let (_, status) = w
-        .wazzup
-        .client_writes(CHANNEL_WABA, PHONE, "Да, актуально")
-        .await;
-    assert_eq!(status, Some(200));
-    let store = w.store().clone();
-    let k = key.clone();
-    eventually(20, move || {
-        let (store, k) = (store.clone(), k.clone());
-        async move { !store.enrolment(&k).await.unwrap().unwrap().is_running() }
-    })
-    .await
-    .expect("the reply stops the chain");
-    let run = w
-        .engine
-        .run_step(w.store(), &key, 3, moscow("2026-03-05 10:00"))
-        .await
-        .unwrap();
-    assert_eq!(run, StepRun::Stopped("the client wrote".into()));
-    assert_eq!(w.counts(), (1, 1, 1), "nothing more was sent");
+    reply_on_thursday(&w, &key).await;
     assert_ne!(w.b24.deal(w.deal).unwrap()["STAGE_ID"], json!("LOSE"));
     w.app.stop().await;
 }
