@@ -29,7 +29,9 @@ use crate::adapters::mail::Email;
 use crate::adapters::store::{StepRecord, StepState, Store};
 use crate::adapters::wazzup::send::{Content, Outgoing, Sent};
 use crate::domain::chains::session::last_open_message;
-use crate::domain::chains::{Chain, Channel, Decided, Enrolment, Hold, Sent as Counted, Step};
+use crate::domain::chains::{
+    Action, Chain, Channel, Decided, Enrolment, Hold, Sent as Counted, Step,
+};
 use crate::domain::lead::{Lead, LeadUpdate};
 use crate::domain::task::{EntityRef, NewTask, TaskKind};
 use crate::service::jobs::HandlerError;
@@ -209,8 +211,21 @@ impl ChainEngine {
             self.stop(store, key, &why, now).await?;
             return Ok(StepRun::Stopped(why));
         }
-        let last = state::last_reply_of(store, &seen.phones).await?;
-        let closed = state::closed_of(store, &seen.phones).await?;
+        // Only a WhatsApp message depends on the client's session: other steps skip the reads.
+        let (last, closed) = if matches!(
+            step.action,
+            Action::Message {
+                channel: Channel::Wazzup,
+                ..
+            }
+        ) {
+            (
+                state::last_reply_of(store, &seen.phones).await?,
+                state::closed_of(store, &seen.phones).await?,
+            )
+        } else {
+            (None, None)
+        };
         let decision = self.chains.decide_step(
             step,
             &seen.facts,
