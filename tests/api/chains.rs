@@ -420,6 +420,29 @@ pub(crate) fn days(steps: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Claims step record `skey`, due at `due`, through `via`, as a worker that claimed it
+/// `ago` and died before recording what it did would have left it; the claim.
+pub(crate) async fn claimed_by_a_dead_worker(
+    store: &Store,
+    skey: &str,
+    due: DateTime<Utc>,
+    via: &str,
+    ago: chrono::TimeDelta,
+) -> StepRecord {
+    let claimed = StepRecord {
+        state: StepState::Claimed,
+        claimed_at: Utc::now() - ago,
+        at: due,
+        via: via.into(),
+        detail: String::new(),
+    };
+    assert!(
+        store.claim_step(skey, &claimed).await.unwrap().is_none(),
+        "nobody had claimed {skey}"
+    );
+    claimed
+}
+
 /// Runs enrolment `key`'s next step at the moment it is due, with the test's clock moved
 /// there by `set_clock`.
 pub(crate) async fn run_due(
@@ -729,20 +752,14 @@ async fn a_whatsapp_step_claimed_but_never_recorded_is_resent_only_within_the_gu
     assert_eq!(due, moscow("2026-03-04 13:00"));
     w.set_clock(due);
     let skey = step_key(&key, 2);
-    let claimed = StepRecord {
-        state: StepState::Claimed,
-        claimed_at: Utc::now() - chrono::TimeDelta::seconds(5),
-        at: due,
-        via: "wazzup".into(),
-        detail: String::new(),
-    };
-    assert!(
-        w.store()
-            .claim_step(&skey, &claimed)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    claimed_by_a_dead_worker(
+        w.store(),
+        &skey,
+        due,
+        "wazzup",
+        chrono::TimeDelta::seconds(5),
+    )
+    .await;
     let run = w.engine.run_step(w.store(), &key, 2, due).await.unwrap();
     assert_eq!(run, StepRun::Settled(StepState::Done));
     let sent = w.wazzup.sent();
@@ -757,12 +774,14 @@ async fn a_whatsapp_step_claimed_but_never_recorded_is_resent_only_within_the_gu
     let due = record.due_at.unwrap();
     assert_eq!(due, moscow("2026-03-05 10:00"));
     let skey = step_key(&key, 3);
-    let old = StepRecord {
-        claimed_at: Utc::now() - chrono::TimeDelta::minutes(10),
-        at: due,
-        ..claimed
-    };
-    assert!(w.store().claim_step(&skey, &old).await.unwrap().is_none());
+    claimed_by_a_dead_worker(
+        w.store(),
+        &skey,
+        due,
+        "wazzup",
+        chrono::TimeDelta::minutes(10),
+    )
+    .await;
     let run = w.engine.run_step(w.store(), &key, 3, due).await.unwrap();
     assert_eq!(run, StepRun::Settled(StepState::Uncertain));
     assert_eq!(w.wazzup.sent().len(), 1, "not sent again");
@@ -809,20 +828,9 @@ async fn a_task_claimed_but_never_recorded_is_made_once(backend: Backend) {
         .await
         .unwrap();
     let skey = step_key(&key, 1);
-    let claimed = StepRecord {
-        state: StepState::Claimed,
-        claimed_at: Utc::now() - chrono::TimeDelta::minutes(10),
-        at: due,
-        via: "crm".into(),
-        detail: String::new(),
-    };
-    assert!(
-        w.store()
-            .claim_step(&skey, &claimed)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    let claimed =
+        claimed_by_a_dead_worker(w.store(), &skey, due, "crm", chrono::TimeDelta::minutes(10))
+            .await;
     w.set_clock(due);
     let run = w.engine.run_step(w.store(), &key, 1, due).await.unwrap();
     assert_eq!(run, StepRun::Settled(StepState::Done));

@@ -13,7 +13,7 @@ use sales_robot::adapters::bitrix24::api::{Access, Bitrix24, FieldMapping, RATE}
 use sales_robot::adapters::crm::Crm;
 use sales_robot::adapters::crm::fields::FieldRef;
 use sales_robot::adapters::crm::http::Retries;
-use sales_robot::adapters::store::{StepRecord, StepState, Store};
+use sales_robot::adapters::store::{StepState, Store};
 use sales_robot::config::TodoVia;
 use sales_robot::domain::chains::Action;
 use sales_robot::domain::event::Source;
@@ -25,8 +25,8 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::chains::{
-    Days, NO_MEETING, PHONE, day_by_day, days, moscow, outside, reply_on_thursday, run_due,
-    said_since, shipped,
+    Days, NO_MEETING, PHONE, claimed_by_a_dead_worker, day_by_day, days, moscow, outside,
+    reply_on_thursday, run_due, said_since, shipped,
 };
 use crate::helpers::{B24_TOKEN, Backend, SECRET, TestApp, fresh_store, spawn_app_with};
 use crate::support::bitrix24::B24Emulator;
@@ -322,20 +322,7 @@ async fn a_todo_made_before_a_crash_is_found_on_bitrix24(backend: Backend) {
         .await
         .unwrap();
     let skey = step_key(&key, 1);
-    let claimed = StepRecord {
-        state: StepState::Claimed,
-        claimed_at: Utc::now() - chrono::TimeDelta::minutes(10),
-        at: due,
-        via: "crm".into(),
-        detail: String::new(),
-    };
-    assert!(
-        w.store()
-            .claim_step(&skey, &claimed)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    claimed_by_a_dead_worker(w.store(), &skey, due, "crm", chrono::TimeDelta::minutes(10)).await;
     w.set_clock(due);
     let run = w.engine.run_step(w.store(), &key, 1, due).await.unwrap();
     assert_eq!(run, StepRun::Settled(StepState::Done));

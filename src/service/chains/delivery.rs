@@ -23,11 +23,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::lead::{Names, Seen, seen};
+use super::lead::{Names, Seen};
 use super::step::{Acted, WAZZUP_GUARD, via_of};
 use super::{ChainEngine, crm_error, state};
 use crate::adapters::store::{QueueItem, StepRecord, StepState, Store, StoreError};
-use crate::domain::chains::session::last_open_message;
 use crate::domain::chains::{Chain, Channel, Delivery, Step, read_status};
 use crate::domain::event::{Event, EventKind, Source, dedup_key};
 use crate::domain::lead::Lead;
@@ -184,12 +183,7 @@ impl ChainEngine {
         else {
             return Ok(None);
         };
-        let names = self
-            .names
-            .get(self.crm.as_ref(), Some(&lead.status_id))
-            .await
-            .map_err(crm_error)?;
-        let seen = seen(&lead, &names, &self.chains.calendar);
+        let (names, seen) = self.read_seen(&lead).await.map_err(crm_error)?;
         Ok(Some(StepNow {
             chain,
             step,
@@ -265,15 +259,10 @@ impl ChainEngine {
                 .await?;
             return Ok(ReadBack::Already);
         }
-        let last = state::last_reply_of(store, &s.seen.phones).await?;
-        let closed = state::closed_of(store, &s.seen.phones).await?;
-        let decision = self.chains.decide_step(
-            s.step,
-            &s.seen.facts,
-            s.seen.priority,
-            last_open_message(last, closed),
-            now,
-        );
+        let open_since = state::open_since(store, &s.seen.phones).await?;
+        let decision =
+            self.chains
+                .decide_step(s.step, &s.seen.facts, s.seen.priority, open_since, now);
         let key = closed_record(&sent.record);
         let wall = Utc::now();
         let via = via_of(&decision.action);

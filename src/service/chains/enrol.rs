@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::lead::{Names, Seen, seen, set_stage};
+use super::lead::{Names, Seen, set_stage};
 use super::{ChainEngine, crm_error, state};
 use crate::adapters::store::{Stopped, Store};
 use crate::domain::chains::{Enrolment, Stop};
@@ -48,12 +48,7 @@ impl ChainEngine {
         store: &Store,
         now: DateTime<Utc>,
     ) -> Result<Enrolled, HandlerError> {
-        let names = self
-            .names
-            .get(self.crm.as_ref(), Some(&lead.status_id))
-            .await
-            .map_err(crm_error)?;
-        let seen = seen(lead, &names, &self.chains.calendar);
+        let (names, seen) = self.read_seen(lead).await.map_err(crm_error)?;
         let mut out = Enrolled::default();
         let new = matches!(
             kind,

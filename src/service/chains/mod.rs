@@ -38,6 +38,7 @@ use crate::adapters::store::{Enqueued, QueueItem, Store, StoreError};
 use crate::adapters::wazzup::send::WhatsApp;
 use crate::config::chains::ChainRules;
 use crate::domain::chains::{Chains, Channel, Templates};
+use crate::domain::lead::Lead;
 use crate::service::jobs::HandlerError;
 use crate::service::routing::Clock;
 
@@ -145,6 +146,20 @@ impl ChainEngine {
     /// The CRM it reads and writes.
     pub fn crm(&self) -> &Arc<dyn Crm> {
         &self.crm
+    }
+
+    /// The account's names (read once, again when the lead sits in a stage not known yet)
+    /// and what the engine reads of `lead` with them.
+    pub(crate) async fn read_seen(
+        &self,
+        lead: &Lead,
+    ) -> Result<(Arc<lead::Names>, lead::Seen), CrmError> {
+        let names = self
+            .names
+            .get(self.crm.as_ref(), Some(&lead.status_id))
+            .await?;
+        let seen = lead::seen(lead, &names, &self.chains.calendar);
+        Ok((names, seen))
     }
 
     /// Puts step `index` of enrolment `key` on the steps' queue for `at` (as seen at

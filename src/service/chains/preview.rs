@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use super::lead::{ContextError, Needs, Sources, context_of, seen};
+use super::lead::{ContextError, Needs, Sources, context_of};
 use super::{ChainEngine, crm_error, state};
 use crate::adapters::store::Store;
 use crate::domain::chains::{Channel, Decided, Enrolment};
@@ -81,19 +81,10 @@ impl ChainEngine {
             .await
             .map_err(crm_error)?
             .ok_or_else(|| PreviewError::NoLead(lead_id.to_owned()))?;
-        let names = self
-            .names
-            .get(self.crm.as_ref(), Some(&lead.status_id))
-            .await
-            .map_err(crm_error)?;
-        let seen = seen(&lead, &names, &self.chains.calendar);
-        let last = state::last_reply_of(store, &seen.phones)
+        let (names, seen) = self.read_seen(&lead).await.map_err(crm_error)?;
+        let last = state::open_since(store, &seen.phones)
             .await
             .map_err(HandlerError::from)?;
-        let closed = state::closed_of(store, &seen.phones)
-            .await
-            .map_err(HandlerError::from)?;
-        let last = crate::domain::chains::session::last_open_message(last, closed);
         let placeholders: Vec<String> = c
             .steps
             .iter()

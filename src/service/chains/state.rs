@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::adapters::store::{Store, StoreError};
 use crate::domain::chains::Channel;
+use crate::domain::chains::session::last_open_message;
 use crate::domain::condition::Facts;
 
 /// The facts of `lead` as last seen.
@@ -120,6 +121,17 @@ pub async fn closed_of(
         latest = latest.max(time_value(store.value(&closed_key(phone)).await?));
     }
     Ok(latest)
+}
+
+/// When the client of any of `phones` last wrote, as far as WhatsApp's session goes: that
+/// message, unless Wazzup has said since that the session is closed.
+pub async fn open_since(
+    store: &Store,
+    phones: &[String],
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let last = last_reply_of(store, phones).await?;
+    let closed = closed_of(store, phones).await?;
+    Ok(last_open_message(last, closed))
 }
 
 /// Records that Wazzup said the session with `phone` was closed at `at` (a later close

@@ -23,12 +23,11 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
 
-use super::lead::{Names, Needs, Seen, Sources, context_of, seen};
+use super::lead::{Names, Needs, Seen, Sources, context_of};
 use super::{ChainEngine, crm_error, state};
 use crate::adapters::mail::Email;
 use crate::adapters::store::{StepRecord, StepState, Store};
 use crate::adapters::wazzup::send::{Content, Outgoing, Sent};
-use crate::domain::chains::session::last_open_message;
 use crate::domain::chains::{
     Action, Chain, Channel, Decided, Enrolment, Hold, Sent as Counted, Step,
 };
@@ -157,12 +156,7 @@ impl ChainEngine {
             self.stop(store, key, why, now).await?;
             return Ok(StepRun::Gone);
         };
-        let names = self
-            .names
-            .get(self.crm.as_ref(), Some(&lead.status_id))
-            .await
-            .map_err(crm_error)?;
-        let seen = seen(&lead, &names, &self.chains.calendar);
+        let (names, seen) = self.read_seen(&lead).await.map_err(crm_error)?;
         let skey = step_key(key, index);
         let wall = Utc::now();
         let mut resume = false;
@@ -212,27 +206,20 @@ impl ChainEngine {
             return Ok(StepRun::Stopped(why));
         }
         // Only a WhatsApp message depends on the client's session: other steps skip the reads.
-        let (last, closed) = if matches!(
+        let open_since = if matches!(
             step.action,
             Action::Message {
                 channel: Channel::Wazzup,
                 ..
             }
         ) {
-            (
-                state::last_reply_of(store, &seen.phones).await?,
-                state::closed_of(store, &seen.phones).await?,
-            )
+            state::open_since(store, &seen.phones).await?
         } else {
-            (None, None)
+            None
         };
-        let decision = self.chains.decide_step(
-            step,
-            &seen.facts,
-            seen.priority,
-            last_open_message(last, closed),
-            now,
-        );
+        let decision = self
+            .chains
+            .decide_step(step, &seen.facts, seen.priority, open_since, now);
         let via = via_of(&decision.action);
         let channel = match &decision.action {
             Decided::Send { channel, .. } => Some(*channel),
