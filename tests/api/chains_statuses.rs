@@ -37,6 +37,23 @@ async fn closed_form_of(w: &World, key: &str, index: usize) -> StepRecord {
         .expect("the second form was claimed")
 }
 
+/// Waits until step `index`'s second form is settled as `state`: the worker records it a
+/// moment after Wazzup has taken the message.
+async fn until_closed_form_is(w: &World, key: &str, index: usize, state: StepState) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let record = closed_form_of(w, key, index).await;
+        if record.state == state {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second form stayed {record:?}, not {state:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until the emulator has taken `n` messages.
 async fn until_sent(w: &World, n: usize) {
     eventually(20, || async { w.wazzup.sent().len() >= n })
@@ -86,8 +103,7 @@ async fn free_text_outside_the_session_is_sent_again_as_its_approved_template(ba
     assert_eq!(template.template_id.as_deref(), Some(TEMPLATES[0].0));
     assert_eq!(template.template_values, ["Андрей", "Иван Петров"]);
     assert_ne!(template.crm_message_id, free.crm_message_id);
-    let again = closed_form_of(&w, &key, 2).await;
-    assert_eq!(again.state, StepState::Done, "{again:?}");
+    until_closed_form_is(&w, &key, 2, StepState::Done).await;
 
     // Wazzup posts the same status again: intake takes it as a duplicate; and the same
     // event handled again (a replay past the dedup window) finds the step acted on.
@@ -300,8 +316,7 @@ async fn an_early_status_that_cannot_be_acted_on_at_once_is_tried_again(backend:
     until_sent(&w, 3).await;
     let template = &w.wazzup.sent()[2];
     assert_eq!(template.template_id.as_deref(), Some(TEMPLATES[0].0));
-    let again = closed_form_of(&w, &key, 2).await;
-    assert_eq!(again.state, StepState::Done, "{again:?}");
+    until_closed_form_is(&w, &key, 2, StepState::Done).await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(w.wazzup.sent().len(), 3, "the template went once");
     w.app.stop().await;
