@@ -13,12 +13,12 @@ use sales_robot::adapters::mail::SmtpMailer;
 use sales_robot::adapters::store::{StepRecord, StepState, Store};
 use sales_robot::adapters::wazzup::client::WazzupClient;
 use sales_robot::config::{chains, scoring};
-use sales_robot::domain::event::Source;
+use sales_robot::domain::event::{EventKind, Source};
 use sales_robot::domain::lead::LeadUpdate;
 use sales_robot::service::chains::enrol::Enrolled;
 use sales_robot::service::chains::step::step_key;
 use sales_robot::service::chains::{
-    CHECK_LEAD, ChainEngine, Channels, CheckLead, Checked, StepJobs, StepRun,
+    CHECK_LEAD, ChainEngine, Channels, CheckLead, Checked, RUN_STEP, RunStep, StepJobs, StepRun,
 };
 use sales_robot::service::robot::Robot;
 use secrecy::SecretString;
@@ -726,9 +726,8 @@ async fn the_out_of_stock_letter_goes_through_the_steps_queue(backend: Backend) 
     })
     .await
     .expect("the second letter is planned for Wednesday");
-    // On Redis the first letter's job counts until the worker acknowledges it, a moment
-    // after it planned the second.
-    let queue = w.store().queue_name(sales_robot::service::chains::RUN_STEP);
+    // The worker plans the second letter in the enrolment a moment before it queues its job.
+    let queue = w.store().queue_name(RUN_STEP);
     let store = w.store().clone();
     eventually(20, move || {
         let (store, queue) = (store.clone(), queue.clone());
@@ -868,6 +867,53 @@ async fn a_task_claimed_but_never_recorded_is_made_once(backend: Backend) {
 }
 
 crate::on_both_backends!(a_task_claimed_but_never_recorded_is_made_once);
+
+/// A worker died after recording the plan of an enrolment's first step and before its job
+/// reached the queue. The event is handled again after the restart: the job is queued,
+/// once however often the event comes.
+async fn a_first_step_whose_job_was_lost_in_a_crash_is_queued_on_the_events_retry(
+    backend: Backend,
+) {
+    let w = World::new(backend).await;
+    let key = w.qualify().await;
+    let record = w.store().enrolment(&key).await.unwrap().unwrap();
+    let due = record.due_at.expect("the first step is planned");
+    // What the crash left in a store: the enrolment and its plan, and no job.
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = fresh_store(backend, dir.path()).await;
+    assert!(crashed.add_enrolment(&record.enrolment).await.unwrap());
+    assert!(
+        crashed
+            .save_progress(&record.enrolment, Some(due))
+            .await
+            .unwrap()
+    );
+    let queue = crashed.queue_name(RUN_STEP);
+    assert!(crashed.waiting(&queue).await.unwrap().is_empty());
+
+    let lead = amo_client(&w.amo)
+        .await
+        .lead(&w.lead.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    let qualified = EventKind::LeadStatusChanged {
+        status_id: QUALIFIED.to_string(),
+        old_status_id: Some(STATUS_QUALIFICATION.to_string()),
+        pipeline_id: Some("7249526".into()),
+        old_pipeline_id: None,
+    };
+    for _ in 0..2 {
+        w.engine.on_lead(&qualified, &lead, &crashed).await.unwrap();
+    }
+    let waiting = crashed.waiting(&queue).await.unwrap();
+    assert_eq!(waiting.len(), 1, "the first step's job, once");
+    let job: RunStep = serde_json::from_slice(&waiting[0].payload).unwrap();
+    assert_eq!((job.enrolment.as_str(), job.index), (key.as_str(), 0));
+    w.app.stop().await;
+}
+
+crate::on_both_backends!(a_first_step_whose_job_was_lost_in_a_crash_is_queued_on_the_events_retry);
 
 /// The out-of-stock letters name the products of the request (the catalog elements linked
 /// to the lead), and the third offers the analogues `[[analogues]]` gives for them.

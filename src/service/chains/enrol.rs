@@ -89,14 +89,25 @@ impl ChainEngine {
         for e in self.chains.enrol(&lead.id, &before, &seen.facts, now) {
             let added = store.add_enrolment(&e).await?;
             let record = store.enrolment(&e.key).await?;
-            // Planned unless it was planned before; a crash between adding and planning
-            // is healed by the event's retry.
+            // Planned unless it was planned before. A crash between adding and planning, or
+            // between recording the plan and queueing its job, is healed by the event's
+            // retry: the job is queued again under the first plan's key, a no-op where it
+            // is queued already.
             if let Some(r) = record
                 && r.is_running()
-                && r.due_at.is_none()
                 && r.enrolment.next == 0
             {
-                self.plan_first(store, &r.enrolment, &seen, now).await?;
+                match r.due_at {
+                    None => self.plan_first(store, &r.enrolment, &seen, now).await?,
+                    Some(at) if !added => {
+                        let first = super::step::step_key(&r.enrolment.key, 0);
+                        if store.step_record(&first).await?.is_none() {
+                            self.schedule(store, &r.enrolment.key, 0, at, now, false)
+                                .await?;
+                        }
+                    }
+                    Some(_) => {}
+                }
             }
             if added {
                 tracing::info!(lead = %lead.id, chain = %e.chain, key = %e.key, "lead enrolled in a chain");
@@ -120,9 +131,11 @@ impl ChainEngine {
         let Some(due) = self.chains.next_step(e, now, seen.zone) else {
             return Ok(());
         };
-        store.save_progress(e, Some(due.at)).await?;
+        // Queued before the plan is kept: a crash in between plans it again on the event's
+        // retry, under the same key, which the queue drops.
         self.schedule(store, &e.key, due.index, due.at, now, false)
             .await?;
+        store.save_progress(e, Some(due.at)).await?;
         Ok(())
     }
 
