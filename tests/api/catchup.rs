@@ -105,12 +105,13 @@ fn amo_catchup(crm: Arc<dyn Crm>, app: &TestApp) -> CatchUp {
     )
 }
 
-/// Waits until the queue is empty and the journal has stopped growing.
+/// Waits until the queue is empty, no event is being handled and the journal has stopped
+/// growing.
 async fn settle(app: &TestApp) {
     let mut last = u64::MAX;
     for _ in 0..600 {
         let now = app.store.journal_len().await.unwrap();
-        if app.queue_depth().await == 0 && now == last {
+        if app.queue_depth().await == 0 && app.busy() == 0 && now == last {
             return;
         }
         last = now;

@@ -1338,13 +1338,13 @@ async fn a_lead_that_left_the_stage_is_not_woken_into_the_chain(backend: Backend
     w.app.stop().await;
 }
 
-/// Through the real queue: the lead enters the stage five seconds before its meeting time
-/// plus the grace. The wake-up waits on its queue, and nothing happens before its moment;
+/// Through the real queue: the lead enters the stage fifteen seconds before its meeting
+/// time plus the grace (real seconds too: room for a loaded machine to read what waits). The wake-up waits on its queue, and nothing happens before its moment;
 /// then the robot's worker runs it, the lead is enrolled, and the step's worker sets the
 /// first call.
 async fn the_no_show_wake_up_waits_on_its_queue_for_the_worker(backend: Backend) {
     let w = World::start(backend, true).await;
-    w.set_clock(moscow("2026-03-03 13:29") + chrono::TimeDelta::seconds(55));
+    w.set_clock(moscow("2026-03-03 13:29") + chrono::TimeDelta::seconds(45));
     w.book_meeting(moscow("2026-03-03 13:00")).await;
     let wakes = w.wake_ups().await;
     assert_eq!(wakes.len(), 1, "{wakes:?}");
@@ -1354,7 +1354,7 @@ async fn the_no_show_wake_up_waits_on_its_queue_for_the_worker(backend: Backend)
     assert_eq!(w.counts(), (0, 0, 0));
 
     w.set_clock(moscow("2026-03-03 13:30"));
-    eventually(30, || {
+    eventually(40, || {
         let n = w.tasks().len();
         async move { n == 1 }
     })

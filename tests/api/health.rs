@@ -27,12 +27,8 @@ async fn health_readiness_and_metrics_answer() {
     ] {
         assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
     }
-    app.wait_for_journal(1, 10).await;
-    let metrics = app.metrics().await;
-    assert!(
-        metrics.contains(r#"robot_jobs_total{job="handle_event",outcome="ok"}"#),
-        "{metrics}"
-    );
+    app.wait_for_metric(r#"robot_jobs_total{job="handle_event",outcome="ok"}"#, 10)
+        .await;
     app.stop().await;
 }
 

@@ -5,12 +5,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sales_robot::adapters::store::{Location, Store, StoreSettings};
+use sales_robot::domain::event::Event;
 use sales_robot::domain::retry::RetryPolicy;
 use sales_robot::service::app::Application;
-use sales_robot::service::jobs::{EventHandler, Jobs, Journal};
+use sales_robot::service::jobs::{EventHandler, HandlerError, Jobs, Journal};
 use sales_robot::service::settings::{AmocrmAccount, Bitrix24Portal, Settings};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
@@ -92,6 +94,7 @@ pub struct TestApp {
     pub address: String,
     pub store: Store,
     pub jobs: Arc<Jobs>,
+    busy: Arc<AtomicUsize>,
     pub client: reqwest::Client,
     stop: CancellationToken,
     server: Option<tokio::task::JoinHandle<Result<(), sales_robot::service::app::AppError>>>,
@@ -131,6 +134,11 @@ async fn spawn(
     let store = fresh_store(backend, dir.path()).await;
     let mut settings = test_settings();
     tweak(&mut settings);
+    let busy = Arc::new(AtomicUsize::new(0));
+    let handler = Arc::new(Counted {
+        inner: handler,
+        busy: busy.clone(),
+    });
     let steps = engine.map(|e| {
         Arc::new(sales_robot::service::chains::StepJobs::new(
             store.clone(),
@@ -149,6 +157,7 @@ async fn spawn(
         address,
         store,
         jobs,
+        busy,
         client: reqwest::Client::new(),
         stop,
         server: Some(server),
@@ -156,7 +165,34 @@ async fn spawn(
     }
 }
 
+/// The test's handler, counting the events being handled at the moment: the queue stops
+/// counting a job when a worker takes it, before its handler has written anything.
+struct Counted {
+    inner: Arc<dyn EventHandler>,
+    busy: Arc<AtomicUsize>,
+}
+
+impl EventHandler for Counted {
+    fn handle<'a>(
+        &'a self,
+        event: &'a Event,
+        store: &'a Store,
+    ) -> futures::future::BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            self.busy.fetch_add(1, Ordering::SeqCst);
+            let result = self.inner.handle(event, store).await;
+            self.busy.fetch_sub(1, Ordering::SeqCst);
+            result
+        })
+    }
+}
+
 impl TestApp {
+    /// Events whose handler is running now.
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::SeqCst)
+    }
+
     pub async fn post_form(
         &self,
         route: &str,
@@ -216,6 +252,23 @@ impl TestApp {
 
     pub async fn metrics(&self) -> String {
         self.get("/metrics").await.text().await.unwrap()
+    }
+
+    /// Waits until `/metrics` shows `text`: a job's counter moves a moment after its last
+    /// write.
+    pub async fn wait_for_metric(&self, text: &str, secs: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let metrics = self.metrics().await;
+            if metrics.contains(text) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "`{text}` is not in the metrics after {secs} s:\n{metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn queue_depth(&self) -> u64 {

@@ -108,8 +108,7 @@ async fn an_event_that_always_fails_is_dead_lettered_and_can_be_requeued(backend
     assert!(dead[0].error.contains("502"), "{:?}", dead[0]);
     assert_eq!(flaky.calls.load(Ordering::SeqCst), 3);
     assert_eq!(app.store.journal_len().await.unwrap(), 0);
-    let metrics = app.metrics().await;
-    assert!(metrics.contains(r#"outcome="dead""#), "{metrics}");
+    app.wait_for_metric(r#"outcome="dead""#, 10).await;
 
     // A person fixed the cause and re-queues it: the 4th call succeeds.
     let letter = app

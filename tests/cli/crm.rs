@@ -154,18 +154,7 @@ async fn serve_names_the_mapped_fields_the_account_lacks_at_start() {
         .push(("ROBOT_AMOCRM_TOKEN".into(), amo.long_lived_token()));
     let log = robot.dir.path().join("serve.log");
     let mut child = robot.serve(&log);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("«ИНН»")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    crate::process::wait_for_log(&log, "«ИНН»", 15).await;
     assert!(crate::process::terminate(&mut child, 30).success());
     let out = std::fs::read_to_string(log.with_extension("out")).unwrap();
     assert!(out.contains("CRM: amoCRM"), "{out}");

@@ -155,6 +155,22 @@ impl Drop for Robot {
     }
 }
 
+/// Waits until the log at `path` holds `text`, at most `secs`; fails with the log.
+pub async fn wait_for_log(path: &Path, text: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if log.contains(text) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{text}` is not in the log after {secs} s: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Sends SIGTERM and waits for the exit, at most `secs`.
 pub fn terminate(child: &mut Child, secs: u64) -> std::process::ExitStatus {
     let pid = child.id().to_string();
