@@ -14,6 +14,8 @@
 //! handing over is keyed (`<key>@<due>`), so a promoter that dies half way, or two
 //! promoters at once, hand a job over once.
 
+use std::sync::LazyLock;
+
 use redis::Script;
 use redis::aio::ConnectionManager;
 
@@ -28,7 +30,7 @@ pub(super) const BACKLOG: usize = 2_000;
 /// Claims each job's dedup key (apalis's own key set, so that a key is one key whatever
 /// the delay) and adds the job to the set. KEYS: the set, the payload hash, the dedup
 /// prefix. ARGV: the TTL, then (key, payload, due ms) triples. Returns 1/0 per job.
-const ADD: &str = r"
+const ADD_LUA: &str = r"
 local out = {}
 for i = 2, #ARGV, 3 do
   local key = ARGV[i]
@@ -41,6 +43,9 @@ for i = 2, #ARGV, 3 do
   end
 end
 return out";
+
+/// [`ADD_LUA`], hashed once: it runs for every batch of webhooks.
+static ADD: LazyLock<Script> = LazyLock::new(|| Script::new(ADD_LUA));
 
 /// The due jobs, oldest first. KEYS: the set, the payload hash. ARGV: now in ms, the most.
 /// Returns (key, due, payload) triples; a job whose payload went missing has payload false.
@@ -118,8 +123,7 @@ impl LaterKeys {
         ttl_secs: u64,
         jobs: &[Delayed<'_>],
     ) -> Result<Vec<Enqueued>, StoreError> {
-        let script = Script::new(ADD);
-        let mut call = script.key(&self.set);
+        let mut call = ADD.key(&self.set);
         call.key(&self.payloads)
             .key(&self.dedup)
             .arg(ttl_secs.max(1));

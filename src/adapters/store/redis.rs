@@ -1,7 +1,8 @@
 //! The store on Redis: apalis-redis for the queue, a few hashes beside it for the state.
 //! Several robot processes can share it.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use apalis::prelude::TaskId;
 use apalis_redis::Config as QueueConfig;
@@ -166,8 +167,14 @@ impl RedisStore {
             .set_max_delay(Duration::from_secs(2));
         let conn = ConnectionManager::new_with_config(client, config).await?;
         let (writer_conn, writer_settings) = (conn.clone(), settings.clone());
+        let backlogs = Arc::new(Backlogs::default());
         let batcher = Batcher::spawn(move |jobs| {
-            write_batch(writer_conn.clone(), writer_settings.clone(), jobs)
+            write_batch(
+                writer_conn.clone(),
+                writer_settings.clone(),
+                backlogs.clone(),
+                jobs,
+            )
         });
         Ok(RedisStore {
             conn,
@@ -1013,12 +1020,46 @@ fn later_keys(config: &QueueConfig) -> LaterKeys {
     LaterKeys::new(config.queue.as_ref(), config.idempotency_key_set())
 }
 
+/// How long the writer trusts its count of apalis's set: other robot processes add to it
+/// meanwhile, at most a few thousand jobs in this time even at full speed, well inside the
+/// room between [`BACKLOG`] and Lua's limit.
+const BACKLOG_FRESH: Duration = Duration::from_millis(100);
+
+/// The writer's count of the jobs in apalis's set of each queue: read from Redis at most
+/// every [`BACKLOG_FRESH`], plus what the writer has put there since. It only overcounts
+/// (the workers take jobs out), so a job is at worst held back for the promoter.
+#[derive(Debug, Default)]
+struct Backlogs(Mutex<HashMap<String, (Instant, usize)>>);
+
+impl Backlogs {
+    fn known(&self, queue: &str) -> Option<usize> {
+        let map = self.0.lock().ok()?;
+        let (read_at, count) = map.get(queue)?;
+        (read_at.elapsed() < BACKLOG_FRESH).then_some(*count)
+    }
+
+    fn read(&self, queue: &str, count: usize) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(queue.to_owned(), (Instant::now(), count));
+        }
+    }
+
+    fn added(&self, queue: &str, n: usize) {
+        if let Ok(mut map) = self.0.lock()
+            && let Some((_, count)) = map.get_mut(queue)
+        {
+            *count += n;
+        }
+    }
+}
+
 /// Writes a batch of jobs. apalis-redis claims each key and adds each job in one Lua script,
 /// atomically; it answers only how many it added, so when that is fewer than the batch, the
 /// keys say which were already taken: each holds the id of the job that claimed it.
 async fn write_batch(
     mut conn: ConnectionManager,
     settings: StoreSettings,
+    backlogs: Arc<Backlogs>,
     jobs: Vec<Job>,
 ) -> Result<Vec<Enqueued>, StoreError> {
     let mut outcomes = vec![Enqueued::New; jobs.len()];
@@ -1026,7 +1067,14 @@ async fn write_batch(
         let config = queue_config(&settings, queue);
         // Delayed jobs wait in a set of our own until due, and so do jobs due now while
         // apalis holds many already (see `later`).
-        let backlog: usize = conn.zcard(config.scheduled_jobs_set()).await?;
+        let backlog = match backlogs.known(queue) {
+            Some(n) => n,
+            None => {
+                let n: usize = conn.zcard(config.scheduled_jobs_set()).await?;
+                backlogs.read(queue, n);
+                n
+            }
+        };
         let (held, members): (Vec<usize>, Vec<usize>) = all.into_iter().partition(|&i| {
             jobs[i].run_after.is_some_and(|d| !d.is_zero()) || backlog + jobs.len() > BACKLOG
         });
@@ -1062,6 +1110,7 @@ async fn write_batch(
         let (now, later) = apalis_redis::queries::push_tasks(&mut conn, &config, &tasks)
             .await
             .map_err(queue_error)?;
+        backlogs.added(queue, (now + later) as usize);
         if (now + later) as usize == tasks.len() {
             continue;
         }
