@@ -48,31 +48,7 @@ pub fn missed(
     lead: &Lead,
     known: Option<&Known>,
 ) -> Vec<Event> {
-    // The version part of the key as amoCRM's webhooks make it: the modification time, and
-    // for a stage or manager change the new stage or manager too.
-    let event = |kind: EventKind| {
-        let version = match &kind {
-            EventKind::LeadStatusChanged { status_id, .. } => {
-                format!("{}-{status_id}", lead.updated_at)
-            }
-            EventKind::LeadResponsibleChanged {
-                responsible_user_id,
-                ..
-            } => format!("{}-{responsible_user_id}", lead.updated_at),
-            _ => lead.updated_at.to_string(),
-        };
-        let key = dedup_key(source, account, kind.name(), &lead.id, &version);
-        Event {
-            source,
-            account: account.to_owned(),
-            kind,
-            entity_id: lead.id.clone(),
-            crm_entity: crm_entity.map(str::to_owned),
-            occurred_at: Some(lead.updated_at),
-            modified_by: lead.updated_by.clone(),
-            dedup_key: key,
-        }
-    };
+    let event = |kind: EventKind| lead_event(source, account, crm_entity, lead, kind);
     let Some(known) = known else {
         return vec![event(EventKind::LeadCreated {
             status_id: Some(lead.status_id.clone()),
@@ -107,6 +83,84 @@ pub fn missed(
         }));
     }
     events
+}
+
+/// The event of `lead` as its webhook would have brought it, with the same dedup key.
+fn lead_event(
+    source: Source,
+    account: &str,
+    crm_entity: Option<&str>,
+    lead: &Lead,
+    kind: EventKind,
+) -> Event {
+    // The version part of the key as amoCRM's webhooks make it: the modification time, and
+    // for a stage or manager change the new stage or manager too.
+    let version = match &kind {
+        EventKind::LeadStatusChanged { status_id, .. } => {
+            format!("{}-{status_id}", lead.updated_at)
+        }
+        EventKind::LeadResponsibleChanged {
+            responsible_user_id,
+            ..
+        } => format!("{}-{responsible_user_id}", lead.updated_at),
+        _ => lead.updated_at.to_string(),
+    };
+    let key = dedup_key(source, account, kind.name(), &lead.id, &version);
+    Event {
+        source,
+        account: account.to_owned(),
+        kind,
+        entity_id: lead.id.clone(),
+        crm_entity: crm_entity.map(str::to_owned),
+        occurred_at: Some(lead.updated_at),
+        modified_by: lead.updated_by.clone(),
+        dedup_key: key,
+    }
+}
+
+/// The lead as the robot read it just before one of its own writes that did not act on the
+/// rest of it: a waiting lead's hand-over reads the lead, then writes only its manager.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadBeforeWrite {
+    /// The lead's modification time then, Unix seconds.
+    pub updated_at: i64,
+    /// Who had modified it last then.
+    pub updated_by: Option<String>,
+}
+
+/// Whether the robot's read before its own write showed a change the robot had not known of
+/// (`known`) and had not made (`own_user`): a person's edit whose webhook was lost. A list
+/// read shows the robot as the last editor after that write, so the edit would otherwise
+/// pass for the robot's echo and never be acted on.
+pub fn unheard(
+    known: Option<&Known>,
+    read: Option<&ReadBeforeWrite>,
+    own_user: Option<&str>,
+) -> bool {
+    let (Some(known), Some(read)) = (known, read) else {
+        return false;
+    };
+    read.updated_at > known.updated_at
+        && (own_user.is_none() || read.updated_by.as_deref() != own_user)
+}
+
+/// The edit of `lead` that the robot did not hear (see [`unheard`]): what `leads[update]`
+/// would have brought, with no author, so that it is acted on rather than taken for an echo.
+pub fn unheard_edit(source: Source, account: &str, crm_entity: Option<&str>, lead: &Lead) -> Event {
+    let mut event = lead_event(
+        source,
+        account,
+        crm_entity,
+        lead,
+        EventKind::LeadUpdated {
+            status_id: Some(lead.status_id.clone()),
+            old_status_id: None,
+            pipeline_id: Some(lead.pipeline_id.clone()),
+            responsible_user_id: lead.responsible_user_id.clone(),
+        },
+    );
+    event.modified_by = None;
+    event
 }
 
 /// Who changed the manager of a lead, as far as catch-up can tell. A list read shows only
@@ -236,6 +290,31 @@ mod tests {
             updated_at,
             ..Lead::default()
         }
+    }
+
+    #[test]
+    fn a_change_read_before_the_robots_write_is_unheard_only_when_new_and_not_its_own() {
+        let known = Known::of(&lead("10", "5", 100));
+        let read = |at: i64, by: &str| ReadBeforeWrite {
+            updated_at: at,
+            updated_by: Some(by.into()),
+        };
+        let robot = Some("99");
+        assert!(unheard(Some(&known), Some(&read(150, "42")), robot));
+        assert!(
+            !unheard(Some(&known), Some(&read(150, "99")), robot),
+            "its own"
+        );
+        assert!(
+            !unheard(Some(&known), Some(&read(100, "42")), robot),
+            "known"
+        );
+        assert!(!unheard(None, Some(&read(150, "42")), robot), "a new lead");
+        assert!(!unheard(Some(&known), None, robot), "no read");
+        let edit = unheard_edit(Source::Amocrm, "a", None, &lead("10", "5", 160));
+        assert_eq!(edit.kind.name(), "lead_updated");
+        assert_eq!(edit.modified_by, None);
+        assert_eq!(edit.dedup_key, "amocrm:a:lead_updated:7:160");
     }
 
     #[test]

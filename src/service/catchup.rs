@@ -13,13 +13,13 @@ use tokio_util::sync::CancellationToken;
 use crate::adapters::crm::{Crm, CrmError, LeadFilter};
 use crate::adapters::store::{Enqueued, Store, StoreError};
 use crate::domain::catchup::{
-    Known, attribute_manager_change, missed, missed_company, missed_task,
+    Known, attribute_manager_change, missed, missed_company, missed_task, unheard, unheard_edit,
 };
 use crate::domain::echo::is_own_echo;
 use crate::domain::event::{Event, EventKind, Source};
 use crate::domain::lead::{Company, Lead};
 use crate::service::jobs::Jobs;
-use crate::service::routing::handed_by_robot;
+use crate::service::routing::{handed_by_robot, read_before_hand_over};
 
 /// The counter of events found by catch-up that no webhook had brought.
 pub const EVENTS_FOUND: &str = "robot_catchup_events_total";
@@ -190,13 +190,25 @@ impl CatchUp {
                 .value(&key)
                 .await?
                 .and_then(|v| serde_json::from_str(&v).ok());
-            for mut event in missed(
+            let mut events = missed(
                 self.source,
                 &self.account,
                 self.crm_entity.as_deref(),
                 lead,
                 known.as_ref(),
-            ) {
+            );
+            let read = read_before_hand_over(store, &lead.id).await?;
+            if unheard(known.as_ref(), read.as_ref(), self.own_user.as_deref()) {
+                // Its key is the edit's own: the edit `missed` found is the same event.
+                events.retain(|e| !matches!(e.kind, EventKind::LeadUpdated { .. }));
+                events.push(unheard_edit(
+                    self.source,
+                    &self.account,
+                    self.crm_entity.as_deref(),
+                    lead,
+                ));
+            }
+            for mut event in events {
                 if matches!(event.kind, EventKind::LeadResponsibleChanged { .. }) {
                     let handed = handed_by_robot(store, &lead.id).await?;
                     attribute_manager_change(&mut event, handed.as_deref());

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters::crm::{Crm, CrmError};
 use crate::adapters::store::{Claim, Store, StoreError};
+use crate::domain::catchup::ReadBeforeWrite;
 use crate::domain::condition::Facts;
 use crate::domain::event::EventKind;
 use crate::domain::lead::{Lead, LeadUpdate, closed};
@@ -96,6 +97,10 @@ struct Given {
     noted: bool,
     /// Given by a person in the CRM, not by the robot.
     by_hand: bool,
+    /// The lead as the hand-over read it before writing the manager, when no event's
+    /// handler had just read it: catch-up asks it for a change nobody acted on.
+    #[serde(default)]
+    read: Option<ReadBeforeWrite>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,6 +153,19 @@ pub async fn handed_by_robot(store: &Store, lead: &str) -> Result<Option<String>
     };
     let given: Given = serde_json::from_str(&v)?;
     Ok((given.written && !given.by_hand).then_some(given.manager))
+}
+
+/// The lead as the robot's hand-over read it before writing its manager, if that read was
+/// not an event's (see [`ReadBeforeWrite`]).
+pub async fn read_before_hand_over(
+    store: &Store,
+    lead: &str,
+) -> Result<Option<ReadBeforeWrite>, StoreError> {
+    let Some(v) = store.value(&given_key(lead)).await? else {
+        return Ok(None);
+    };
+    let given: Given = serde_json::from_str(&v)?;
+    Ok(given.read)
 }
 
 /// A source of the time: the real clock in `serve`, a fixed one in tests.
@@ -483,6 +501,7 @@ impl RouteLeads {
                         tasked: false,
                         noted: false,
                         by_hand: false,
+                        read: None,
                     };
                     self.save_given(lead_id, &given, store).await?;
                     let reasons = given.reasons.clone();
@@ -573,6 +592,10 @@ impl RouteLeads {
                         // Deleted meanwhile: nothing to write.
                         return Ok(());
                     };
+                    given.read = Some(ReadBeforeWrite {
+                        updated_at: lead.updated_at,
+                        updated_by: lead.updated_by.clone(),
+                    });
                     lead
                 }
             };
@@ -680,6 +703,7 @@ impl RouteLeads {
             tasked: true,
             noted: true,
             by_hand: true,
+            read: None,
         };
         self.save_given(&lead.id, &given, store).await?;
         self.forget_waiting(&lead.id, store).await?;

@@ -15,10 +15,10 @@ use serde_json::json;
 
 use crate::helpers::{Backend, TestApp, eventually, spawn_app_with};
 use crate::routing::{all_writes, eleven, online, responsible, robot_with, tasks_of};
-use crate::scoring::{added, amo_client, setup, writes};
+use crate::scoring::{added, amo_client, field, setup, writes};
 use crate::support::amocrm::{
-    AmoEmulator, COMPANY_ROMASHKA, FIELD_BRAND, NewLead, PIPELINE_SALES, STATUS_FIRST_CONTACT,
-    STATUS_QUALIFICATION, USER_ELENA, USER_IVAN, USER_MARIA, USER_ROBOT,
+    AmoEmulator, COMPANY_ROMASHKA, FIELD_BRAND, FIELD_EXPECTED_PROFIT, NewLead, PIPELINE_SALES,
+    STATUS_FIRST_CONTACT, STATUS_QUALIFICATION, USER_ELENA, USER_IVAN, USER_MARIA, USER_ROBOT,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -527,6 +527,64 @@ async fn a_persons_change_of_manager_is_not_taken_for_the_robots_echo() {
             USER_MARIA,
             "{backend:?}: stays hers"
         );
+        app.stop().await;
+    }
+}
+
+/// A person cuts a waiting lead's budget while the webhook is lost, and the robot then hands
+/// the lead to a manager who came online: the CRM shows the robot as the last editor, but
+/// the budget is the person's. The catch-up queues the change, and the lead is scored again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persons_edit_before_the_robots_hand_over_is_not_taken_for_its_echo() {
+    for backend in [Backend::Redis, Backend::Sqlite] {
+        let (amo, crm, app, catchup) = robot_as_its_own_user(backend).await;
+        catchup.start_from(Utc::now()).await.unwrap();
+        let lead = amo.seed_lead(
+            NewLead::new("Аппараты для цеха")
+                .price(900_000)
+                .responsible(USER_ELENA)
+                .field(FIELD_BRAND, json!("Сварог")),
+        );
+        let at = amo.lead(lead).unwrap()["updated_at"].as_i64().unwrap();
+        assert_eq!(app.post_amocrm(added(lead, at)).await.status(), 200);
+        settle(&app).await;
+        assert_eq!(responsible(&amo, lead), USER_ELENA, "{backend:?}: it waits");
+        let scored = field(&amo.lead(lead).unwrap(), FIELD_EXPECTED_PROFIT).unwrap();
+        amo.advance_clock(Duration::from_secs(60));
+        let seen = catchup.round(Utc::now()).await.unwrap();
+        assert_eq!(
+            seen.found, 0,
+            "{backend:?}: the robot's own writes: {seen:?}"
+        );
+
+        // The head of sales cuts the budget tenfold; the webhook is lost. A minute later
+        // Ivan comes online and the robot hands him the lead.
+        amo.advance_clock(Duration::from_secs(60));
+        amo.set_api_user(USER_ELENA);
+        let cut = LeadUpdate {
+            budget: Some(90_000.0),
+            ..LeadUpdate::default()
+        };
+        crm.update_lead(&lead.to_string(), &cut).await.unwrap();
+        amo.advance_clock(Duration::from_secs(60));
+        amo.set_api_user(USER_ROBOT);
+        online(&app, USER_IVAN).await;
+        settle(&app).await;
+        assert_eq!(responsible(&amo, lead), USER_IVAN, "{backend:?}");
+        assert_eq!(amo.lead(lead).unwrap()["updated_by"], json!(USER_ROBOT));
+
+        let round = catchup.round(Utc::now()).await.unwrap();
+        assert!(
+            round.found >= 1,
+            "{backend:?}: the cut is queued: {round:?}"
+        );
+        settle(&app).await;
+        let again = field(&amo.lead(lead).unwrap(), FIELD_EXPECTED_PROFIT).unwrap();
+        assert!(
+            again < scored / 5.0,
+            "{backend:?}: scored again on the new budget: {scored} before, {again} now"
+        );
+        assert_eq!(responsible(&amo, lead), USER_IVAN, "{backend:?}: stays his");
         app.stop().await;
     }
 }

@@ -108,7 +108,7 @@ fn won(lead: i64, at: i64) -> String {
     )
 }
 
-fn field(lead: &Value, id: i64) -> Option<f64> {
+pub(crate) fn field(lead: &Value, id: i64) -> Option<f64> {
     lead["custom_fields_values"]
         .as_array()?
         .iter()
