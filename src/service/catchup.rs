@@ -197,7 +197,10 @@ impl CatchUp {
                 lead,
                 known.as_ref(),
             );
-            let read = read_before_hand_over(store, &lead.id).await?;
+            let read = match (&known, events.is_empty()) {
+                (Some(_), false) => read_before_hand_over(store, &lead.id).await?,
+                _ => None,
+            };
             if unheard(known.as_ref(), read.as_ref(), self.own_user.as_deref()) {
                 // Its key is the edit's own: the edit `missed` found is the same event.
                 events.retain(|e| !matches!(e.kind, EventKind::LeadUpdated { .. }));
