@@ -459,6 +459,42 @@ async fn companies_and_tasks_changed_while_down_are_caught_up_once() {
     }
 }
 
+/// Elena's lead «Аппараты для цеха» (900,000, Сварог), brought by its webhook and handled
+/// by the robot; a minute later a catch-up round finds only the robot's own writes.
+async fn handled_lead(
+    amo: &AmoEmulator,
+    app: &TestApp,
+    catchup: &CatchUp,
+    backend: Backend,
+) -> i64 {
+    let lead = amo.seed_lead(
+        NewLead::new("Аппараты для цеха")
+            .price(900_000)
+            .responsible(USER_ELENA)
+            .field(FIELD_BRAND, json!("Сварог")),
+    );
+    let at = amo.lead(lead).unwrap()["updated_at"].as_i64().unwrap();
+    assert_eq!(app.post_amocrm(added(lead, at)).await.status(), 200);
+    settle(app).await;
+    amo.advance_clock(Duration::from_secs(60));
+    let seen = catchup.round(Utc::now()).await.unwrap();
+    assert_eq!(
+        seen.found, 0,
+        "{backend:?}: the robot's own writes: {seen:?}"
+    );
+    lead
+}
+
+/// The head of sales edits `lead` a minute from now and the webhook is lost; a minute later
+/// the integration writes as the robot's user again.
+async fn elena_edits(amo: &AmoEmulator, crm: &Arc<dyn Crm>, lead: i64, update: &LeadUpdate) {
+    amo.advance_clock(Duration::from_secs(60));
+    amo.set_api_user(USER_ELENA);
+    crm.update_lead(&lead.to_string(), update).await.unwrap();
+    amo.advance_clock(Duration::from_secs(60));
+    amo.set_api_user(USER_ROBOT);
+}
+
 /// A person gives a lead to another manager while the webhook is lost, and the robot then
 /// writes to the lead (a tag): the CRM shows the robot as the last editor, but the change of
 /// manager is the person's. The catch-up queues it, and the day's loads follow.
@@ -468,34 +504,16 @@ async fn a_persons_change_of_manager_is_not_taken_for_the_robots_echo() {
         let (amo, crm, app, catchup) = robot_as_its_own_user(backend).await;
         online(&app, USER_IVAN).await;
         catchup.start_from(Utc::now()).await.unwrap();
-        let lead = amo.seed_lead(
-            NewLead::new("Аппараты для цеха")
-                .price(900_000)
-                .responsible(USER_ELENA)
-                .field(FIELD_BRAND, json!("Сварог")),
-        );
-        let at = amo.lead(lead).unwrap()["updated_at"].as_i64().unwrap();
-        assert_eq!(app.post_amocrm(added(lead, at)).await.status(), 200);
-        settle(&app).await;
+        let lead = handled_lead(&amo, &app, &catchup, backend).await;
         assert_eq!(responsible(&amo, lead), USER_IVAN, "{backend:?}");
-        amo.advance_clock(Duration::from_secs(60));
-        let seen = catchup.round(Utc::now()).await.unwrap();
-        assert_eq!(
-            seen.found, 0,
-            "{backend:?}: the robot's own writes: {seen:?}"
-        );
 
         // The head of sales gives the lead to Maria; the webhook is lost. A minute later the
         // robot's user tags the lead.
-        amo.advance_clock(Duration::from_secs(60));
-        amo.set_api_user(USER_ELENA);
         let to_maria = LeadUpdate {
             responsible_user_id: Some(USER_MARIA.to_string()),
             ..LeadUpdate::default()
         };
-        crm.update_lead(&lead.to_string(), &to_maria).await.unwrap();
-        amo.advance_clock(Duration::from_secs(60));
-        amo.set_api_user(USER_ROBOT);
+        elena_edits(&amo, &crm, lead, &to_maria).await;
         let tag = LeadUpdate {
             add_tags: vec!["Проверено".into()],
             ..LeadUpdate::default()
@@ -539,35 +557,17 @@ async fn a_persons_edit_before_the_robots_hand_over_is_not_taken_for_its_echo() 
     for backend in [Backend::Redis, Backend::Sqlite] {
         let (amo, crm, app, catchup) = robot_as_its_own_user(backend).await;
         catchup.start_from(Utc::now()).await.unwrap();
-        let lead = amo.seed_lead(
-            NewLead::new("Аппараты для цеха")
-                .price(900_000)
-                .responsible(USER_ELENA)
-                .field(FIELD_BRAND, json!("Сварог")),
-        );
-        let at = amo.lead(lead).unwrap()["updated_at"].as_i64().unwrap();
-        assert_eq!(app.post_amocrm(added(lead, at)).await.status(), 200);
-        settle(&app).await;
+        let lead = handled_lead(&amo, &app, &catchup, backend).await;
         assert_eq!(responsible(&amo, lead), USER_ELENA, "{backend:?}: it waits");
         let scored = field(&amo.lead(lead).unwrap(), FIELD_EXPECTED_PROFIT).unwrap();
-        amo.advance_clock(Duration::from_secs(60));
-        let seen = catchup.round(Utc::now()).await.unwrap();
-        assert_eq!(
-            seen.found, 0,
-            "{backend:?}: the robot's own writes: {seen:?}"
-        );
 
         // The head of sales cuts the budget tenfold; the webhook is lost. A minute later
         // Ivan comes online and the robot hands him the lead.
-        amo.advance_clock(Duration::from_secs(60));
-        amo.set_api_user(USER_ELENA);
         let cut = LeadUpdate {
             budget: Some(90_000.0),
             ..LeadUpdate::default()
         };
-        crm.update_lead(&lead.to_string(), &cut).await.unwrap();
-        amo.advance_clock(Duration::from_secs(60));
-        amo.set_api_user(USER_ROBOT);
+        elena_edits(&amo, &crm, lead, &cut).await;
         online(&app, USER_IVAN).await;
         settle(&app).await;
         assert_eq!(responsible(&amo, lead), USER_IVAN, "{backend:?}");
